@@ -1,0 +1,107 @@
+"""`aero` command line: the embedded broker, simulators, the demo and benchmarks.
+
+Thin on purpose: each subcommand parses arguments, reads settings and calls a module that does
+the work (and is tested on its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from resources.settings import SettingsError, load_settings
+
+
+def _port_of(bootstrap: str) -> int:
+    return int(bootstrap.split(",")[0].rsplit(":", 1)[1])
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from aero_assets.stack import run_broker_forever
+
+    settings = load_settings()
+    port = args.port or _port_of(settings.kafka.bootstrap_servers)
+    return run_broker_forever(settings, port, args.partitions)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from aero_assets.stack import simulate_windtunnel
+
+    settings = load_settings()
+    ids = simulate_windtunnel(
+        settings, runs=args.runs, duration_s=args.duration, session_id=args.session,
+        fault_rate=args.fault_rate, seed=args.seed, block_samples=args.block_samples,
+    )
+    print(json.dumps({"runs": ids}))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from aero_assets.stack import run_demo
+
+    return run_demo(load_settings(), ui_port=args.port, runs=args.runs, duration_s=args.duration,
+                    interval_s=args.interval, fault_rate=args.fault_rate)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.name == "ingest":
+        from aero_assets.bench.ingest import bench_ingest
+
+        figures = bench_ingest(samples=args.samples, baseline_samples=args.baseline_samples)
+    else:  # argparse restricts choices; later issues add benchmarks here
+        raise SystemExit(f"unknown benchmark {args.name}")
+    print(json.dumps(figures))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aero", description="Aero telemetry data platform")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Ctrl-C stops it)")
+    b.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: AERO_KAFKA_BOOTSTRAP's, 9092)")
+    b.add_argument("--partitions", type=int, default=None, help="partitions per topic (default AERO_KAFKA_PARTITIONS)")
+    b.set_defaults(fn=cmd_broker)
+
+    s = sub.add_parser("simulate", help="publish simulated telemetry to Kafka")
+    ssub = s.add_subparsers(dest="domain", required=True)
+    w = ssub.add_parser("windtunnel", help="72-channel wind-tunnel runs as Arrow IPC blocks")
+    w.add_argument("--runs", type=int, default=1)
+    w.add_argument("--duration", type=float, default=10.0, help="seconds of tunnel time per run")
+    w.add_argument("--session", default=None, help="session id (default: wt-<timestamp>)")
+    w.add_argument("--fault-rate", type=float, default=0.0, help="probability per channel of an injected fault")
+    w.add_argument("--seed", type=int, default=None)
+    w.add_argument("--block-samples", type=int, default=4000, help="samples per Arrow message")
+    w.set_defaults(fn=cmd_simulate)
+
+    d = sub.add_parser("demo", help="broker + simulator + Dagster UI on 127.0.0.1 (Ctrl-C stops all)")
+    d.add_argument("--port", type=int, default=3000, help="Dagster UI port")
+    d.add_argument("--runs", type=int, default=3, help="runs published right after start")
+    d.add_argument("--duration", type=float, default=10.0, help="seconds per simulated run")
+    d.add_argument("--interval", type=float, default=60.0, help="seconds between further runs (0: none)")
+    d.add_argument("--fault-rate", type=float, default=0.05)
+    d.set_defaults(fn=cmd_demo)
+
+    be = sub.add_parser("bench", help="measure Aero against its baseline; last line is JSON")
+    be.add_argument("name", choices=["ingest"])
+    be.add_argument("--samples", type=int, default=5_000_000)
+    be.add_argument("--baseline-samples", type=int, default=200_000)
+    be.set_defaults(fn=cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except SettingsError as exc:
+        print(f"aero: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Publish simulated runs the way a real rig does (DESIGN.md wire formats).
+
+`run_started` on the lifecycle topic, the samples as Arrow IPC blocks keyed by run id, then
+`run_finished` with the number of samples published. The ground truth of injected faults goes to
+`<ground_truth_dir>/windtunnel/<run_id>.json`, never onto the wire.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from aero_assets.codec import ARROW, JSON
+from aero_assets.simulators.windtunnel import SimulatedRun
+from resources.kafka import KafkaResource
+
+ARROW_HEADERS = [("content-type", ARROW.encode())]
+JSON_HEADERS = [("content-type", JSON.encode())]
+
+
+def iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat()
+
+
+def arrow_blocks(table: pa.Table, block_samples: int) -> list[tuple[int, bytes]]:
+    """Serialise a long-format table as independent Arrow IPC streams: (rows, bytes) per block."""
+    out = []
+    for start in range(0, table.num_rows, block_samples):
+        chunk = table.slice(start, block_samples)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, chunk.schema) as w:
+            w.write_table(chunk)
+        out.append((chunk.num_rows, sink.getvalue().to_pybytes()))
+    return out
+
+
+def _produce(producer, topic: str, key: bytes, value: bytes, headers) -> None:
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, headers=headers)
+            return
+        except BufferError:  # local queue full: let the network drain it
+            producer.poll(0.05)
+
+
+def publish_run(
+    kafka: KafkaResource,
+    run: SimulatedRun,
+    *,
+    samples_topic: str,
+    runs_topic: str,
+    session_id: str,
+    baseline_run_id: str | None,
+    block_samples: int = 4000,
+    ground_truth_dir: Path | None = None,
+    producer=None,
+    on_block: Callable[[int], None] | None = None,
+) -> int:
+    """Publish one run; returns the number of samples published."""
+    producer = producer or kafka.producer()
+    key = run.run_id.encode()
+    started = {
+        "event": "run_started", "run_id": run.run_id, "session_id": session_id,
+        "started_at": iso(run.started_ns), "config": run.ground_truth()["config"],
+        "baseline_run_id": baseline_run_id,
+    }
+    _produce(producer, runs_topic, key, json.dumps(started).encode(), JSON_HEADERS)
+    producer.flush(30)  # the start event precedes the samples
+    for rows, block in arrow_blocks(run.table, block_samples):
+        _produce(producer, samples_topic, key, block, ARROW_HEADERS)
+        producer.poll(0)
+        if on_block is not None:
+            on_block(rows)
+    if producer.flush(60) > 0:
+        raise RuntimeError(f"samples of {run.run_id} were not acknowledged by the broker within 60s")
+    last_ns = int(np.asarray(run.table["ts"].cast(pa.int64())[-1].as_py())) if run.sample_count else run.started_ns
+    finished = {"event": "run_finished", "run_id": run.run_id, "finished_at": iso(last_ns),
+                "sample_count": run.sample_count}
+    _produce(producer, runs_topic, key, json.dumps(finished).encode(), JSON_HEADERS)
+    if producer.flush(30) > 0:
+        raise RuntimeError(f"run_finished of {run.run_id} was not acknowledged within 30s")
+    if ground_truth_dir is not None:
+        d = ground_truth_dir / "windtunnel"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{run.run_id}.json").write_text(json.dumps(run.ground_truth(), indent=1))
+    return run.sample_count

@@ -1,0 +1,169 @@
+"""The local stack behind `aero broker`, `aero simulate` and `aero demo`.
+
+`aero demo` is what a newcomer runs: the embedded broker, `dagster dev` (webserver + daemon)
+with `DAGSTER_HOME=$AERO_HOME/dagster`, and the simulator publishing runs. The sensor, not the
+demo, turns finished runs into landings, exactly as with a real rig. Ctrl-C stops everything
+this process started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from resources.embedded_broker import EmbeddedBroker, port_is_open
+from resources.kafka import KafkaResource
+from resources.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _stop_event() -> threading.Event:
+    """Set on SIGINT/SIGTERM so long-running commands shut down cleanly."""
+    ev = threading.Event()
+
+    def handler(signum, frame):
+        ev.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return ev
+
+
+def start_broker(settings: Settings, port: int, partitions: int | None = None) -> tuple[EmbeddedBroker, KafkaResource]:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    broker = EmbeddedBroker(port=port, log_file=settings.home / "broker.log").start()
+    n = partitions or settings.kafka.partitions
+    kafka = KafkaResource(bootstrap_servers=broker.bootstrap, default_partitions=n)
+    kafka.ensure_topics(settings.topics.all())
+    return broker, kafka
+
+
+def run_broker_forever(settings: Settings, port: int, partitions: int | None) -> int:
+    broker, _ = start_broker(settings, port, partitions)
+    stop = _stop_event()
+    print(f"aero broker: listening on {broker.bootstrap} (cluster id {broker.cluster_id}, memory only); "
+          f"topics: {', '.join(settings.topics.all())}. Ctrl-C stops it.", flush=True)
+    try:
+        while not stop.wait(0.5):
+            if broker.proc.poll() is not None:
+                print(f"aero broker: the broker exited with code {broker.proc.returncode}", file=sys.stderr)
+                return 1
+    finally:
+        broker.stop()
+        print("aero broker: stopped", flush=True)
+    return 0
+
+
+def simulate_windtunnel(settings: Settings, *, runs: int, duration_s: float, session_id: str | None = None,
+                        fault_rate: float = 0.0, seed: int | None = None, block_samples: int = 4000,
+                        kafka: KafkaResource | None = None, progress: bool = True) -> list[str]:
+    """Simulate and publish `runs` runs of one session; the first is the session's baseline."""
+    from aero_assets.ids import validate_id
+    from aero_assets.simulators.publish import publish_run
+    from aero_assets.simulators.windtunnel import RunConfig, random_config, simulate_run
+
+    kafka = kafka or KafkaResource.from_settings(settings.kafka)
+    kafka.ensure_topics([settings.topics.windtunnel_samples, settings.topics.windtunnel_runs])
+    now = datetime.now(UTC)
+    session_id = validate_id(session_id or f"wt-{now:%Y%m%d-%H%M%S}", "session id")
+    rng = np.random.default_rng(seed)
+    rate = 38_800
+    bar = tqdm(total=int(runs * duration_s * rate), unit="sample", unit_scale=True, desc="simulate windtunnel",
+               disable=not progress, file=sys.stderr)
+    producer = kafka.producer()
+    ids: list[str] = []
+    baseline = None
+    for i in range(runs):
+        run_id = f"{session_id}-run{i + 1:03d}"
+        cfg = RunConfig() if i == 0 else random_config(rng)
+        run = simulate_run(run_id, duration_s=duration_s, started_ns=time.time_ns(), config=cfg,
+                           fault_rate=fault_rate, seed=int(rng.integers(2**31)))
+        publish_run(kafka, run, samples_topic=settings.topics.windtunnel_samples,
+                    runs_topic=settings.topics.windtunnel_runs, session_id=session_id, baseline_run_id=baseline,
+                    block_samples=block_samples, ground_truth_dir=settings.ground_truth_dir, producer=producer,
+                    on_block=bar.update)
+        baseline = baseline or run_id
+        ids.append(run_id)
+        bar.set_postfix_str(f"{run_id}: {run.sample_count:,} samples, {len(run.faults)} faults")
+    bar.close()
+    return ids
+
+
+def prepare_dagster_home(settings: Settings) -> Path:
+    """`$AERO_HOME/dagster` with the repo's instance config (Postgres when AERO_DAGSTER_PG_URL is set)."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    src = REPO_ROOT / ("docker/dagster.postgres.yaml" if settings.dagster_pg_url else "dagster.yaml")
+    shutil.copyfile(src, home / "dagster.yaml")
+    return home
+
+
+def run_demo(settings: Settings, *, ui_port: int, runs: int, duration_s: float, interval_s: float,
+             fault_rate: float) -> int:
+    stop = _stop_event()
+    port = int(settings.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+    broker = None
+    if settings.env == "local" and not port_is_open("127.0.0.1", port):
+        broker, kafka = start_broker(settings, port)
+        print(f"aero demo: embedded broker on {broker.bootstrap}", flush=True)
+    else:
+        kafka = KafkaResource.from_settings(settings.kafka)
+        kafka.ensure_topics(settings.topics.all())
+        print(f"aero demo: using the Kafka broker at {settings.kafka.bootstrap_servers}", flush=True)
+    dagster_home = prepare_dagster_home(settings)
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "AERO_HOME": str(settings.home),
+           "AERO_KAFKA_BOOTSTRAP": kafka.bootstrap_servers}
+    dagster_bin = Path(sys.executable).with_name("dagster")
+    cmd = [str(dagster_bin), "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(ui_port)]
+    log = (settings.home / "dagster-dev.log").open("ab")
+    dev = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    print(f"aero demo: starting Dagster (logs in {settings.home / 'dagster-dev.log'}) ...", flush=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not port_is_open("127.0.0.1", ui_port) and not stop.is_set():
+            if dev.poll() is not None:
+                print(f"aero demo: dagster dev exited with code {dev.returncode}; see the log above", file=sys.stderr)
+                return 1
+            if time.monotonic() > deadline:
+                print("aero demo: the Dagster UI did not come up within 120 s", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+        print(f"aero demo: Dagster UI on http://127.0.0.1:{ui_port} — raw runs land by themselves "
+              "(Assets > windtunnel/raw_run). Ctrl-C stops everything.", flush=True)
+        next_at = time.monotonic()
+        batch = runs
+        while not stop.is_set():
+            if batch and time.monotonic() >= next_at:
+                ids = simulate_windtunnel(settings, runs=batch, duration_s=duration_s, fault_rate=fault_rate,
+                                          kafka=kafka)
+                print(f"aero demo: published {', '.join(ids)}", flush=True)
+                batch = 1 if interval_s > 0 else 0
+                next_at = time.monotonic() + interval_s
+            if dev.poll() is not None:
+                print(f"aero demo: dagster dev exited with code {dev.returncode}", file=sys.stderr)
+                return 1
+            stop.wait(0.5)
+    finally:
+        print("aero demo: stopping ...", flush=True)
+        if dev.poll() is None:
+            os.killpg(dev.pid, signal.SIGINT)
+            try:
+                dev.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(dev.pid, signal.SIGKILL)
+                dev.wait()
+        if broker is not None:
+            broker.stop()
+        print("aero demo: stopped", flush=True)
+    return 0

@@ -1,0 +1,15 @@
+"""Wind-tunnel domain: 72-channel runs from Kafka to the lake (seed 000)."""
+
+import dagster as dg
+
+from resources.settings import Topics
+
+
+def build_defs(topics: Topics) -> dg.Definitions:
+    from aero_assets.windtunnel.assets import build_windtunnel_landing
+    from sensors.windtunnel_runs import build_windtunnel_run_sensor
+
+    return dg.Definitions(
+        assets=build_windtunnel_landing(topics),
+        sensors=[build_windtunnel_run_sensor(topics.windtunnel_runs)],
+    )

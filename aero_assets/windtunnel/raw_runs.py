@@ -1,0 +1,109 @@
+"""Pure logic behind `windtunnel/raw_run`: find a run's lifecycle events, assemble its samples.
+
+Landed files hold whatever each landing consumed; a run's raw table is the union of its files
+from one topic incarnation, sorted by (channel, ts), with exact (channel, ts) repeats dropped
+(a producer that retried can publish a block twice).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from aero_assets.landing import landed_files, parse_file_name
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    incarnation: str
+    session_id: str | None
+    baseline_run_id: str | None
+    config: dict
+    started_ns: int | None
+    finished_ns: int | None
+    expected_samples: int | None  # from run_finished; None while the run is still going
+
+    @property
+    def finished(self) -> bool:
+        return self.expected_samples is not None
+
+
+def read_run_events(runs_topic_dir: Path, run_id: str) -> pa.Table | None:
+    files = landed_files(runs_topic_dir, split=("run_id", run_id))
+    if not files:
+        return None
+    tables = []
+    for f in files:
+        t = pq.read_table(f)
+        tables.append(t.append_column("_incarnation", pa.array([parse_file_name(f.name)[0]] * t.num_rows)))
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def run_info(events: pa.Table, run_id: str) -> RunInfo:
+    """The run's newest incarnation and its started/finished facts."""
+    i = events.schema.get_field_index("ts")
+    rows = events.set_column(i, "ts", events["ts"].cast(pa.int64())).to_pylist()  # ts as epoch ns
+    finished = [r for r in rows if r["event"] == "run_finished"]
+    started = [r for r in rows if r["event"] == "run_started"]
+    anchor = max(finished or started, key=lambda r: (r["ts"], r["_offset"]))
+    inc = anchor["_incarnation"]
+    fin = max((r for r in finished if r["_incarnation"] == inc), key=lambda r: r["_offset"], default=None)
+    st = max((r for r in started if r["_incarnation"] == inc), key=lambda r: r["_offset"], default=None)
+
+    return RunInfo(
+        run_id=run_id,
+        incarnation=inc,
+        session_id=st["session_id"] if st else None,
+        baseline_run_id=st["baseline_run_id"] if st else None,
+        config=json.loads(st["config"]) if st and st["config"] else {},
+        started_ns=st["ts"] if st else None,
+        finished_ns=fin["ts"] if fin else None,
+        expected_samples=int(fin["sample_count"]) if fin else None,
+    )
+
+
+def newest_incarnation(files: list[Path]) -> str | None:
+    """The samples topic's incarnation that last landed data for a run (a republished run wins)."""
+    newest: dict[str, float] = {}
+    for f in files:
+        inc = parse_file_name(f.name)[0]
+        newest[inc] = max(newest.get(inc, 0.0), f.stat().st_mtime)
+    return max(newest, key=newest.__getitem__) if newest else None
+
+
+def assemble_samples(samples_topic_dir: Path, run_id: str) -> tuple[pa.Table, int, str | None]:
+    """All landed samples of the run from one topic incarnation, sorted and de-duplicated.
+
+    Returns the table, the number of duplicate (channel, ts) samples dropped, and the incarnation.
+    """
+    files = landed_files(samples_topic_dir, split=("run_id", run_id))
+    incarnation = newest_incarnation(files)
+    files = [f for f in files if parse_file_name(f.name)[0] == incarnation]
+    schema = pa.schema([("ts", pa.timestamp("ns", tz="UTC")), ("channel", pa.string()), ("value", pa.float64())])
+    if not files:
+        return schema.empty_table(), 0, None
+    table = pa.concat_tables([pq.read_table(f, columns=["ts", "channel", "value"]) for f in files])
+    enc = pc.dictionary_encode(table["channel"]).combine_chunks()
+    names = np.asarray(enc.dictionary.to_pylist(), dtype=object)
+    rank = np.empty(len(names), dtype=np.int32)
+    rank[np.argsort(names)] = np.arange(len(names), dtype=np.int32)
+    codes = rank[enc.indices.to_numpy()]
+    ts = table["ts"].cast(pa.int64()).to_numpy()
+    order = np.lexsort((ts, codes))
+    codes, ts = codes[order], ts[order]
+    keep = np.ones(order.size, dtype=bool)
+    keep[1:] = (codes[1:] != codes[:-1]) | (ts[1:] != ts[:-1])
+    idx = order[keep]
+    out = pa.table({
+        "ts": pa.array(ts[keep]).cast(schema.field("ts").type),
+        "channel": pa.DictionaryArray.from_arrays(pa.array(codes[keep]), pa.array(sorted(names))).cast(pa.string()),
+        "value": table["value"].take(pa.array(idx)),
+    })
+    return out, int(order.size - idx.size), incarnation

@@ -1,0 +1,21 @@
+"""Resources: one per external system (Kafka, lake, warehouse, model store) plus settings."""
+
+from resources.kafka import BrokerUnavailable, KafkaResource, TopicIdentity
+from resources.lake import LakeResource, write_parquet_atomic
+from resources.model_store import ModelStoreResource
+from resources.settings import Settings, SettingsError, Topics, load_settings
+from resources.warehouse import WarehouseResource
+
+__all__ = [
+    "BrokerUnavailable",
+    "KafkaResource",
+    "LakeResource",
+    "ModelStoreResource",
+    "Settings",
+    "SettingsError",
+    "TopicIdentity",
+    "Topics",
+    "WarehouseResource",
+    "load_settings",
+    "write_parquet_atomic",
+]

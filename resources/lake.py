@@ -1,0 +1,63 @@
+"""The lake: Parquet datasets under `$AERO_HOME/lake`, one folder per asset, hive-style partitions.
+
+Files are written to a temporary name, fsynced and renamed into place, so a reader (or a crashed
+writer's successor) sees either the whole file or none of it. That is what makes "commit Kafka
+offsets only after the file is durable" mean something.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def write_parquet_atomic(table: pa.Table, path: Path, *, compression: str = "zstd") -> int:
+    """Write `table` to `path` durably (tmp file + fsync + rename + dir fsync); return bytes written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        pq.write_table(table, tmp, compression=compression, row_group_size=1_000_000)
+        with tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path.stat().st_size
+
+
+def hive_dir(root: Path, parts: Iterable[tuple[str, str]]) -> Path:
+    out = root
+    for k, v in parts:
+        out = out / f"{k}={v}"
+    return out
+
+
+class LakeResource(dg.ConfigurableResource):
+    """Root of the Parquet lake. Asset key `windtunnel/raw_run` lives in `<root>/windtunnel/raw_run`."""
+
+    root: str = ".aero/lake"
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root).absolute()
+
+    def asset_dir(self, asset_key: dg.AssetKey | str) -> Path:
+        parts = asset_key.path if isinstance(asset_key, dg.AssetKey) else asset_key.split("/")
+        return self.path.joinpath(*parts)
+
+    def landing_dir(self, topic: str) -> Path:
+        return self.path / "landing" / topic
+
+    def partition_dir(self, asset_key: dg.AssetKey | str, **partitions: str) -> Path:
+        return hive_dir(self.asset_dir(asset_key), partitions.items())

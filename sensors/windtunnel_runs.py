@@ -1,0 +1,77 @@
+"""`windtunnel_run_sensor`: a finished run on the lifecycle topic becomes a `windtunnel/raw_run` run.
+
+Cheap by design: it reads only the small lifecycle topic, never samples. Each `run_finished`
+event adds the run's dynamic partition and requests its landing with a run key naming topic,
+incarnation, partition and offset, so a repeated tick never duplicates a run and an event of a
+new topic incarnation is never mistaken for an old one.
+"""
+
+
+import dagster as dg
+
+from aero_assets.codec import DecodeError, RunEventsDecoder, content_type_of
+from aero_assets.keys import RAW_RUN, windtunnel_runs
+from resources.kafka import BrokerUnavailable, KafkaResource
+from sensors.kafka_events import TopicCursor, read_events
+
+
+def build_windtunnel_run_sensor(runs_topic: str, minimum_interval_seconds: int = 5) -> dg.SensorDefinition:
+    decoder = RunEventsDecoder()
+
+    @dg.sensor(
+        name="windtunnel_run_sensor",
+        asset_selection=[RAW_RUN],
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Lands each wind-tunnel run when `run_finished` appears on `{runs_topic}`.",
+    )
+    def windtunnel_run_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource):
+        cursor = TopicCursor.from_json(context.cursor)
+        try:
+            identity = kafka.identity(runs_topic)
+        except BrokerUnavailable as exc:
+            return dg.SkipReason(str(exc))
+        if identity is None:
+            return dg.SkipReason(f"Topic {runs_topic} does not exist yet: no run has been published.")
+        read = read_events(kafka, runs_topic, cursor, identity)
+        if read.incarnation_changed_from:
+            context.log.warning(
+                f"{runs_topic} is a new incarnation ({read.incarnation_changed_from} -> {identity.incarnation}): "
+                "the broker restarted or the topic was recreated; reading it from the beginning."
+            )
+        requests, new_ids, bad = [], [], 0
+        for ev in read.events:
+            try:
+                decoded = decoder.decode(ev.value, ev.key, content_type_of(ev.headers, ev.value))
+            except DecodeError as exc:
+                bad += 1  # the landing sends it to the DLQ with this reason; the sensor only reports it
+                context.log.warning(f"skipping invalid event at {runs_topic}/{ev.partition}@{ev.offset}: {exc}")
+                continue
+            if decoded.table["event"][0].as_py() != "run_finished":
+                continue
+            run_id = decoded.split
+            if run_id not in new_ids and not context.instance.has_dynamic_partition(windtunnel_runs.name, run_id):
+                new_ids.append(run_id)
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"{runs_topic}@{identity.incarnation}/{ev.partition}/{ev.offset}",
+                    partition_key=run_id,
+                    asset_selection=[RAW_RUN],
+                    tags={
+                        "aero/topic": runs_topic,
+                        "aero/incarnation": identity.incarnation,
+                        "aero/partition": str(ev.partition),
+                        "aero/offset": str(ev.offset),
+                    },
+                )
+            )
+        if not read.events and not read.incarnation_changed_from and read.cursor.offsets == cursor.offsets:
+            return dg.SkipReason(f"No new events on {runs_topic}.")
+        context.log.info(f"{len(read.events)} events read, {len(requests)} finished runs, {bad} invalid")
+        return dg.SensorResult(
+            run_requests=requests,
+            dynamic_partitions_requests=[windtunnel_runs.build_add_request(new_ids)] if new_ids else [],
+            cursor=read.cursor.to_json(),
+        )
+
+    return windtunnel_run_sensor
