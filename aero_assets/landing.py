@@ -173,7 +173,11 @@ def land_topic(
                 if bad:
                     dlq = dlq or _dlq_producer(kafka, dlq_topic)
                     for msg, reason in bad:
-                        headers = [*list(msg.headers() or []), (ERROR_HEADER, reason.encode()), ("aero-source", f"{topic}/{partition}/{msg.offset()}".encode())]
+                        headers = [
+                            *(msg.headers() or []),
+                            (ERROR_HEADER, reason.encode()),
+                            ("aero-source", f"{topic}/{partition}/{msg.offset()}".encode()),
+                        ]
                         dlq.produce(dlq_topic, value=msg.value(), key=msg.key(), headers=headers)
                         result.dlq_reasons[reason.split(":")[0][:80]] += 1
                     result.dlq_messages += len(bad)
