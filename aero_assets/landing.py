@@ -213,7 +213,8 @@ def _read_chunk(consumer, open_parts: set[int], limit: int, idle_timeout_s: floa
     eof: set[int] = set()
     idle_since = time.monotonic()
     while open_parts - eof:
-        msgs = consumer.consume(10_000, timeout=0.5)
+        # consume() waits for the full timeout unless it gets all it asked for: keep the timeout short
+        msgs = consumer.consume(10_000, timeout=0.05)
         if not msgs:
             if time.monotonic() - idle_since > idle_timeout_s:
                 break
