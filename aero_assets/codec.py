@@ -193,9 +193,12 @@ class WindtunnelSamplesDecoder:
             raise DecodeError(f"value must be numeric, got {val.type}")
         if ts.null_count or ch.null_count:
             raise DecodeError("ts and channel must not be null")
-        return pa.table(
-            {"ts": pc.cast(ts, TS_TYPE), "channel": ch.cast(pa.string()), "value": val.cast(pa.float64())}
-        )
+        try:
+            return pa.table(
+                {"ts": pc.cast(ts, TS_TYPE), "channel": ch.cast(pa.string()), "value": val.cast(pa.float64())}
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:  # e.g. timestamps out of the ns range
+            raise DecodeError(f"cannot convert the block to the samples schema: {exc}") from None
 
 
 # -- windtunnel.runs (lifecycle) ------------------------------------------------------------------

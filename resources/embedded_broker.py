@@ -85,7 +85,8 @@ class EmbeddedBroker:
     def stop(self, timeout: float = 5.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGTERM)
+        # Tansu exits at once on SIGINT; on SIGTERM it waits ~5 s for connected clients to leave.
+        self.proc.send_signal(signal.SIGINT)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
