@@ -57,7 +57,8 @@ def test_forces_follow_dynamic_pressure_and_setup():
     assert fz[steady].mean() == pytest.approx(expected, rel=0.03)
     assert q[steady].mean() == pytest.approx(0.5 * 1.2 * 50**2, rel=0.05)  # rho ~ 1.2 at 21 C
     # lower front ride height -> more downforce
-    assert coefficients(RunConfig(ride_height_front_mm=20))["cl"] > coefficients(RunConfig(ride_height_front_mm=40))["cl"]
+    low, high = RunConfig(ride_height_front_mm=20), RunConfig(ride_height_front_mm=40)
+    assert coefficients(low)["cl"] > coefficients(high)["cl"]
 
 
 def test_pressure_taps_show_a_suction_peak_near_the_leading_edge():

@@ -24,7 +24,8 @@ def _ipc(table: pa.Table) -> bytes:
     return arrow_blocks(table, table.num_rows)[0][1]
 
 
-def _samples(n=3, channel_type=pa.string(), ts_type=TS_TYPE, t0=1_700_000_000_000_000_000):
+def _samples(n=3, channel_type=None, ts_type=TS_TYPE, t0=1_700_000_000_000_000_000):
+    channel_type = channel_type or pa.string()
     return pa.table({
         "ts": pa.array([t0 + i for i in range(n)], pa.int64()).cast(ts_type),
         "channel": pa.array(["FB_FZ"] * n).cast(channel_type),

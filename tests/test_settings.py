@@ -30,7 +30,10 @@ def test_topic_names_can_be_overridden_per_topic():
         ({"AERO_ENV": "production"}, "AERO_KAFKA_BOOTSTRAP"),
         ({"AERO_KAFKA_BOOTSTRAP": "localhost"}, "host:port"),
         ({"AERO_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "AERO_KAFKA_SASL_MECHANISM"),
-        ({"AERO_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "AERO_KAFKA_SASL_MECHANISM": "PLAIN"}, "AERO_KAFKA_SASL_PASSWORD"),
+        (
+            {"AERO_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "AERO_KAFKA_SASL_MECHANISM": "PLAIN"},
+            "AERO_KAFKA_SASL_PASSWORD",
+        ),
         ({"AERO_KAFKA_SSL_CA_LOCATION": "/nope/ca.pem"}, "AERO_KAFKA_SSL_CA_LOCATION"),
         ({"AERO_KAFKA_PARTITIONS": "many"}, "AERO_KAFKA_PARTITIONS"),
         ({"AERO_KAFKA_PARTITIONS": "0"}, "out of range"),
