@@ -1,0 +1,64 @@
+"""Nobody clicks anything: `aero simulate` publishes a run, the running daemon's sensor requests its
+landing, the queued run executes in its own process, and `windtunnel/raw_run` appears with its check passed.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from aero_assets.keys import RAW_RUN
+from aero_assets.windtunnel.assets import COUNT_CHECK
+from tests.conftest import REPO, wait_for
+
+pytestmark = [pytest.mark.broker, pytest.mark.daemon]
+BIN = Path(sys.executable).parent
+
+
+def test_the_daemon_lands_a_simulated_run_without_any_manual_step(tmp_path, broker):
+    home = tmp_path / "aero"
+    dagster_home = home / "dagster"
+    dagster_home.mkdir(parents=True)
+    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    env = {**os.environ, "AERO_HOME": str(home), "AERO_KAFKA_BOOTSTRAP": broker.bootstrap,
+           "DAGSTER_HOME": str(dagster_home)}
+
+    sim = subprocess.run([str(BIN / "aero"), "simulate", "windtunnel", "--runs", "1", "--duration", "1",
+                          "--session", "e2e", "--seed", "1"], env=env, cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert sim.returncode == 0, sim.stderr
+    [run_id] = json.loads(sim.stdout.strip().splitlines()[-1])["runs"]
+    assert "simulate windtunnel" in sim.stderr, "a progress bar is shown on stderr"
+    assert (home / "ground_truth" / "windtunnel" / f"{run_id}.json").exists()
+
+    log = (tmp_path / "daemon.log").open("wb")
+    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+                              env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            def landed():
+                recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=RAW_RUN), limit=5).records
+                return [r for r in recs if r.partition_key == run_id]
+
+            [rec] = wait_for(landed, timeout=180, interval=1.0, what="the daemon to land the run")
+            md = rec.asset_materialization.metadata
+            assert md["dagster/row_count"].value == md["expected_samples"].value == 38_800
+            check = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(RAW_RUN, COUNT_CHECK))
+            assert check is not None and check.event.asset_check_evaluation.passed
+            run = instance.get_run_by_id(rec.run_id)
+            assert run.tags["dagster/sensor_name"] == "windtunnel_run_sensor"
+            assert run.tags["aero/topic"] == "windtunnel.runs"
+    finally:
+        os.killpg(daemon.pid, signal.SIGINT)
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
+    assert (home / "lake" / "windtunnel" / "raw_run" / f"run_id={run_id}" / "data.parquet").exists()
