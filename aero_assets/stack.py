@@ -67,8 +67,13 @@ def run_broker_forever(settings: Settings, port: int, partitions: int | None) ->
 
 def simulate_windtunnel(settings: Settings, *, runs: int, duration_s: float, session_id: str | None = None,
                         fault_rate: float = 0.0, seed: int | None = None, block_samples: int = 4000,
-                        kafka: KafkaResource | None = None, progress: bool = True) -> list[str]:
-    """Simulate and publish `runs` runs of one session; the first is the session's baseline."""
+                        kafka: KafkaResource | None = None, progress: bool = True, first_index: int = 1,
+                        baseline_run_id: str | None = None) -> list[str]:
+    """Simulate and publish `runs` runs of one session.
+
+    The session's first run (index 1) is its baseline, with the baseline setup; later runs are
+    variants that name it in `baseline_run_id`.
+    """
     from aero_assets.ids import validate_id
     from aero_assets.simulators.publish import publish_run
     from aero_assets.simulators.windtunnel import RunConfig, random_config, simulate_run
@@ -83,10 +88,10 @@ def simulate_windtunnel(settings: Settings, *, runs: int, duration_s: float, ses
                disable=not progress, file=sys.stderr)
     producer = kafka.producer()
     ids: list[str] = []
-    baseline = None
-    for i in range(runs):
-        run_id = f"{session_id}-run{i + 1:03d}"
-        cfg = RunConfig() if i == 0 else random_config(rng)
+    baseline = baseline_run_id
+    for index in range(first_index, first_index + runs):
+        run_id = f"{session_id}-run{index:03d}"
+        cfg = RunConfig() if index == 1 else random_config(rng)
         run = simulate_run(run_id, duration_s=duration_s, started_ns=time.time_ns(), config=cfg,
                            fault_rate=fault_rate, seed=int(rng.integers(2**31)))
         publish_run(kafka, run, samples_topic=settings.topics.windtunnel_samples,
@@ -143,10 +148,14 @@ def run_demo(settings: Settings, *, ui_port: int, runs: int, duration_s: float, 
               "(Assets > windtunnel/raw_run). Ctrl-C stops everything.", flush=True)
         next_at = time.monotonic()
         batch = runs
+        session = f"wt-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+        published: list[str] = []
         while not stop.is_set():
             if batch and time.monotonic() >= next_at:
                 ids = simulate_windtunnel(settings, runs=batch, duration_s=duration_s, fault_rate=fault_rate,
-                                          kafka=kafka)
+                                          kafka=kafka, session_id=session, first_index=len(published) + 1,
+                                          baseline_run_id=published[0] if published else None)
+                published += ids
                 print(f"aero demo: published {', '.join(ids)}", flush=True)
                 batch = 1 if interval_s > 0 else 0
                 next_at = time.monotonic() + interval_s
