@@ -105,7 +105,8 @@ def _signals(cat: Catalog, cfg: RunConfig, duration: float, rng: np.random.Gener
     def base(rate: int) -> dict[str, np.ndarray]:
         if rate not in by_rate:
             t = np.arange(round(duration * rate)) / rate
-            temp = cfg.air_temp_c + 0.3 * t / max(duration, 1e-9) + 0.02 * rng.standard_normal(t.size)
+            # closed-loop temperature control: slow wander of a few hundredths of a degree, no trend
+            temp = cfg.air_temp_c + 0.03 * _unsteady(rng, t.size, rate, 1.0) + 0.02 * rng.standard_normal(t.size)
             p = cfg.air_pressure_pa + 2.0 * rng.standard_normal(t.size)
             rho = p / (R_AIR * (temp + 273.15))
             v = tunnel_speed(t, duration, cfg.wind_speed_ms) * (1 + _unsteady(rng, t.size, rate, 0.003))
