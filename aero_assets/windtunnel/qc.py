@@ -112,22 +112,34 @@ class RunQC:
 
 
 def _spike_mask(v: np.ndarray, z: float) -> np.ndarray:
+    """Samples far from the mean of their neighbours while the neighbours agree with each other."""
     mask = np.zeros(v.size, dtype=bool)
     if v.size < 5:
         return mask
-    prev, mid, nxt = v[:-2], v[1:-1], v[2:]
-    stat = np.abs(mid - 0.5 * (prev + nxt))
-    finite = np.isfinite(stat)
-    if not finite.any():
+    stat = v[:-2] + v[2:]
+    stat *= -0.5
+    stat += v[1:-1]
+    np.abs(stat, out=stat)  # |x[i] - (x[i-1] + x[i+1]) / 2|, NaN where a neighbour is NaN
+    sample = stat[:: max(1, stat.size // 8192)]  # MAD of ~8k evenly spread values: as good, 10x cheaper
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
         return mask
-    s = stat[finite]
-    s = s[:: max(1, s.size // 8192)]  # the MAD of ~8k evenly spread values is as good and 10x cheaper
-    med = np.median(s)
-    scale = 1.4826 * np.median(np.abs(s - med))
-    scale = max(scale, 1e-9 * (np.nanmax(np.abs(v[np.isfinite(v)])) + 1.0))
-    isolated = np.abs(nxt - prev) < stat  # neighbours agree: a spike, not a step
-    mask[1:-1] = finite & ((stat - med) / scale > z) & isolated
+    med = np.median(sample)
+    scale = max(1.4826 * np.median(np.abs(sample - med)), 1e-9 * (float(np.abs(sample).max()) + 1.0))
+    cand = np.flatnonzero(stat > med + z * scale)  # few: the isolation test runs on these only
+    if cand.size:
+        isolated = np.abs(v[cand + 2] - v[cand]) < stat[cand]  # neighbours agree: a spike, not a step
+        mask[cand[isolated] + 1] = True
     return mask
+
+
+def invalid_mask(channel: str, v: np.ndarray, catalog: Catalog, spike_z: float) -> np.ndarray:
+    """Samples processing must not use: non-finite, spikes, and out of the catalog range."""
+    bad = ~np.isfinite(v) | _spike_mask(v, spike_z)
+    if channel in catalog.frame.index:
+        row = catalog.frame.loc[channel]
+        bad |= (v < row["min"]) | (v > row["max"])
+    return bad
 
 
 def _longest_equal_run(v: np.ndarray) -> int:
