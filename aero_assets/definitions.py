@@ -21,7 +21,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         kafka = kafka.model_copy(update={"sasl_password": dg.EnvVar("AERO_KAFKA_SASL_PASSWORD")})
     return {
         "kafka": kafka,
-        "lake": LakeResource(root=str(settings.lake_dir)),
+        "lake": LakeResource(root=str(settings.lake_dir), exports_root=str(settings.home / "exports")),
         "warehouse": WarehouseResource(database=str(settings.warehouse_path)),
         "model_store": ModelStoreResource(root=str(settings.models_dir)),
     }
@@ -30,7 +30,9 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions.merge(
         windtunnel.build_defs(settings.topics),
-        dg.Definitions(resources=build_resources(settings)),
+        # one process per run, steps in order: a chain of six steps pays the code-load cost once
+        # (pools still apply in-process, so two landings of one topic never overlap)
+        dg.Definitions(resources=build_resources(settings), executor=dg.in_process_executor),
     )
 
 

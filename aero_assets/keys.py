@@ -7,6 +7,13 @@ WINDTUNNEL = "windtunnel"
 windtunnel_runs = dg.DynamicPartitionsDefinition(name="windtunnel_runs")
 
 RAW_RUN = dg.AssetKey([WINDTUNNEL, "raw_run"])
+QC_REPORT = dg.AssetKey([WINDTUNNEL, "qc_report"])
+PROCESSED_RUN = dg.AssetKey([WINDTUNNEL, "processed_run"])
+AERO_METRICS = dg.AssetKey([WINDTUNNEL, "aero_metrics"])
+RUN_COMPARISON = dg.AssetKey([WINDTUNNEL, "run_comparison"])
+RUN_EXPORT = dg.AssetKey([WINDTUNNEL, "run_export"])
+# what a finished run triggers, in one run: landing, QC (blocking), processing, metrics, comparison, release
+WINDTUNNEL_RUN_CHAIN = [RAW_RUN, QC_REPORT, PROCESSED_RUN, AERO_METRICS, RUN_COMPARISON, RUN_EXPORT]
 SAMPLES_TOPIC_ASSET = dg.AssetKey(["kafka", "windtunnel_samples"])
 RUNS_TOPIC_ASSET = dg.AssetKey(["kafka", "windtunnel_runs"])
 

@@ -58,6 +58,7 @@ class LakeResource(dg.ConfigurableResource):
     """Root of the Parquet lake. Asset key `windtunnel/raw_run` lives in `<root>/windtunnel/raw_run`."""
 
     root: str = ".aero/lake"
+    exports_root: str = ".aero/exports"
 
     @property
     def path(self) -> Path:
@@ -66,6 +67,10 @@ class LakeResource(dg.ConfigurableResource):
     def asset_dir(self, asset_key: dg.AssetKey | str) -> Path:
         parts = asset_key.path if isinstance(asset_key, dg.AssetKey) else asset_key.split("/")
         return self.path.joinpath(*parts)
+
+    @property
+    def exports(self) -> Path:
+        return Path(self.exports_root).absolute()
 
     def landing_dir(self, topic: str) -> Path:
         return self.path / "landing" / topic

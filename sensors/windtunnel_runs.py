@@ -1,7 +1,8 @@
-"""`windtunnel_run_sensor`: a finished run on the lifecycle topic becomes a `windtunnel/raw_run` run.
+"""`windtunnel_run_sensor`: a finished run on the lifecycle topic becomes one run of the whole chain.
 
 Cheap by design: it reads only the small lifecycle topic, never samples. Each `run_finished`
-event adds the run's dynamic partition and requests its landing with a run key naming topic,
+event adds the run's dynamic partition and requests landing, QC, processing, metrics, comparison
+and export in one run (blocking checks stop it early for bad runs), with a run key naming topic,
 incarnation, partition and offset, so a repeated tick never duplicates a run and an event of a
 new topic incarnation is never mistaken for an old one.
 """
@@ -10,7 +11,7 @@ new topic incarnation is never mistaken for an old one.
 import dagster as dg
 
 from aero_assets.codec import DecodeError, RunEventsDecoder, content_type_of
-from aero_assets.keys import RAW_RUN, windtunnel_runs
+from aero_assets.keys import WINDTUNNEL_RUN_CHAIN, windtunnel_runs
 from resources.kafka import BrokerUnavailable, KafkaResource
 from sensors.kafka_events import TopicCursor, read_events
 
@@ -20,7 +21,7 @@ def build_windtunnel_run_sensor(runs_topic: str, minimum_interval_seconds: int =
 
     @dg.sensor(
         name="windtunnel_run_sensor",
-        asset_selection=[RAW_RUN],
+        asset_selection=WINDTUNNEL_RUN_CHAIN,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Lands each wind-tunnel run when `run_finished` appears on `{runs_topic}`.",
@@ -56,7 +57,7 @@ def build_windtunnel_run_sensor(runs_topic: str, minimum_interval_seconds: int =
                 dg.RunRequest(
                     run_key=f"{runs_topic}@{identity.incarnation}/{ev.partition}/{ev.offset}",
                     partition_key=run_id,
-                    asset_selection=[RAW_RUN],
+                    asset_selection=WINDTUNNEL_RUN_CHAIN,
                     tags={
                         "aero/topic": runs_topic,
                         "aero/incarnation": identity.incarnation,

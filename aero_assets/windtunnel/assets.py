@@ -82,7 +82,8 @@ def build_windtunnel_landing(topics: Topics) -> list:
                 metadata={"hint": "Check the run id; a run must publish run_started/run_finished first."},
             )
         info = run_info(events, run_id)
-        samples, duplicates, samples_inc = assemble_samples(lake.landing_dir(samples_topic), run_id)
+        assembled = assemble_samples(lake.landing_dir(samples_topic), run_id)
+        samples, duplicates, samples_inc = assembled.table, assembled.duplicates, assembled.incarnation
         complete = info.finished and samples.num_rows == info.expected_samples
         if not complete and context.retry_number < config.completeness_retries:
             raise dg.RetryRequested(max_retries=config.completeness_retries,
@@ -118,6 +119,7 @@ def build_windtunnel_landing(topics: Topics) -> list:
                 "missing_channels": ", ".join(missing) or "none",
                 "unknown_channels": ", ".join(unknown) or "none",
                 "duplicate_samples_dropped": duplicates,
+                "repaired_timestamps": dg.MetadataValue.json(assembled.repaired),
                 "session_id": info.session_id or "",
                 "baseline_run_id": info.baseline_run_id or "",
                 "run_config": dg.MetadataValue.json(info.config),

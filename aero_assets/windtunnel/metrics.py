@@ -131,7 +131,8 @@ def compare_runs(variant: pa.Table, baseline: pa.Table, alpha: float = 0.05) -> 
     v, b = by_name(variant), by_name(baseline)
     names = [k for k in v if k in b]
     rows = []
-    is_baseline = bool(variant.num_rows) and variant["run_id"][0] == (baseline["run_id"][0] if baseline.num_rows else None)
+    v_id = variant["run_id"][0].as_py() if variant.num_rows else None
+    is_baseline = v_id is not None and baseline.num_rows > 0 and v_id == baseline["run_id"][0].as_py()
     for kind, name in names:
         rv, rb = v[(kind, name)], b[(kind, name)]
         xv = np.asarray(rv["blocks"], float)

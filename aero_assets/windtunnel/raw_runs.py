@@ -78,17 +78,26 @@ def newest_incarnation(files: list[Path]) -> str | None:
     return max(newest, key=newest.__getitem__) if newest else None
 
 
-def assemble_samples(samples_topic_dir: Path, run_id: str) -> tuple[pa.Table, int, str | None]:
+@dataclass
+class Assembled:
+    table: pa.Table  # ts, channel, value sorted by (channel, ts), unique (channel, ts)
+    duplicates: int
+    incarnation: str | None
+    repaired: dict[str, dict[str, int]]  # per channel: duplicates dropped, samples that arrived out of order
+
+
+def assemble_samples(samples_topic_dir: Path, run_id: str) -> Assembled:
     """All landed samples of the run from one topic incarnation, sorted and de-duplicated.
 
-    Returns the table, the number of duplicate (channel, ts) samples dropped, and the incarnation.
+    Arrival order is the landing's offset order; a sample older than its channel's previous one
+    arrived out of order. Both repairs are counted per channel so QC can report them.
     """
     files = landed_files(samples_topic_dir, split=("run_id", run_id))
     incarnation = newest_incarnation(files)
     files = [f for f in files if parse_file_name(f.name)[0] == incarnation]
     schema = pa.schema([("ts", pa.timestamp("ns", tz="UTC")), ("channel", pa.string()), ("value", pa.float64())])
     if not files:
-        return schema.empty_table(), 0, None
+        return Assembled(schema.empty_table(), 0, None, {})
     table = pa.concat_tables([pq.read_table(f, columns=["ts", "channel", "value"]) for f in files])
     enc = pc.dictionary_encode(table["channel"]).combine_chunks()
     names = np.asarray(enc.dictionary.to_pylist(), dtype=object)
@@ -96,6 +105,10 @@ def assemble_samples(samples_topic_dir: Path, run_id: str) -> tuple[pa.Table, in
     rank[np.argsort(names)] = np.arange(len(names), dtype=np.int32)
     codes = rank[enc.indices.to_numpy()]
     ts = table["ts"].cast(pa.int64()).to_numpy()
+    by_channel = np.argsort(codes, kind="stable")  # arrival order kept within each channel
+    cc, tc = codes[by_channel], ts[by_channel]
+    late = (cc[1:] == cc[:-1]) & (tc[1:] < tc[:-1])
+    out_of_order = np.bincount(cc[1:][late], minlength=len(names))
     order = np.lexsort((ts, codes))
     codes, ts = codes[order], ts[order]
     keep = np.ones(order.size, dtype=bool)
@@ -106,4 +119,23 @@ def assemble_samples(samples_topic_dir: Path, run_id: str) -> tuple[pa.Table, in
         "channel": pa.DictionaryArray.from_arrays(pa.array(codes[keep]), pa.array(sorted(names))).cast(pa.string()),
         "value": table["value"].take(pa.array(idx)),
     })
-    return out, int(order.size - idx.size), incarnation
+    dups = np.bincount(codes[~keep], minlength=len(names))
+    sorted_names = sorted(names)
+    repaired = {sorted_names[i]: {"duplicates": int(dups[i]), "out_of_order": int(out_of_order[i])}
+                for i in np.flatnonzero(dups + out_of_order)}
+    return Assembled(out, int(order.size - idx.size), incarnation, repaired)
+
+
+def session_runs(runs_topic_dir: Path, session_id: str) -> list[str]:
+    """Run ids of a session in the order they started (from the landed lifecycle events)."""
+    import pyarrow.dataset as ds
+
+    if not runs_topic_dir.exists():
+        return []
+    dataset = ds.dataset(runs_topic_dir, format="parquet", partitioning="hive")
+    t = dataset.to_table(columns=["run_id", "ts"],
+                         filter=(ds.field("event") == "run_started") & (ds.field("session_id") == session_id))
+    first: dict[str, int] = {}
+    for run_id, ts in zip(t["run_id"].to_pylist(), t["ts"].cast(pa.int64()).to_pylist(), strict=True):
+        first[run_id] = min(ts, first.get(run_id, ts))
+    return sorted(first, key=lambda r: (first[r], r))
