@@ -4,7 +4,7 @@ import dagster as dg
 import pytest
 
 from aero_assets.definitions import build_definitions
-from aero_assets.keys import RAW_RUN, windtunnel_runs
+from aero_assets.keys import RAW_RUN, RUN_EXPORT, WINDTUNNEL_RUN_CHAIN, windtunnel_runs
 from resources import KafkaResource, load_settings
 from resources.embedded_broker import EmbeddedBroker, free_port
 from sensors.kafka_events import TopicCursor
@@ -34,7 +34,7 @@ def test_sensor_runs_by_default_with_a_short_interval(settings):
     assert sensor.minimum_interval_seconds <= 10
 
 
-def test_finished_runs_become_raw_run_requests_with_partitions_added(settings, instance, kafka, publisher):
+def test_finished_runs_request_the_whole_chain_with_partitions_added(settings, instance, kafka, publisher):
     _finished(publisher, "run-1")
     _finished(publisher, "run-2")
     publisher.json(RUNS, {"event": "run_started", "run_id": "run-3", "session_id": "s1",
@@ -43,7 +43,8 @@ def test_finished_runs_become_raw_run_requests_with_partitions_added(settings, i
     assert [r.partition_key for r in result.run_requests] == ["run-1", "run-2"]  # run-3 is still going
     inc = kafka.identity(RUNS).incarnation
     assert [r.run_key for r in result.run_requests] == [f"{RUNS}@{inc}/0/1", f"{RUNS}@{inc}/0/3"]
-    assert all(r.asset_selection == [RAW_RUN] for r in result.run_requests)
+    assert all(r.asset_selection == WINDTUNNEL_RUN_CHAIN for r in result.run_requests)
+    assert WINDTUNNEL_RUN_CHAIN[0] == RAW_RUN and WINDTUNNEL_RUN_CHAIN[-1] == RUN_EXPORT
     assert result.run_requests[0].tags["aero/offset"] == "1"
     [add] = result.dynamic_partitions_requests
     assert add.partitions_def_name == windtunnel_runs.name and list(add.partition_keys) == ["run-1", "run-2"]

@@ -232,7 +232,7 @@ def build_windtunnel_analytics(topics: Topics) -> list:
         })
 
     @dg.asset(key=RUN_COMPARISON, deps=[AERO_METRICS], kinds={"parquet", "duckdb"}, **common,
-              description="Deltas vs the session baseline, Welch's t-test on block values; a baseline gets identity rows.")
+              description="Deltas vs the session baseline with Welch's t-test; a baseline gets identity rows.")
     def run_comparison(context: dg.AssetExecutionContext, config: ComparisonConfig, lake: LakeResource,
                        warehouse: WarehouseResource) -> dg.MaterializeResult:
         run_id = context.partition_key
