@@ -1,5 +1,6 @@
-"""Nobody clicks anything: `aero simulate` publishes a run, the running daemon's sensor requests its
-landing, the queued run executes in its own process, and `windtunnel/raw_run` appears with its check passed.
+"""Nobody clicks anything: `aero simulate` publishes a run, the running daemon's sensor requests the
+chain, the queued run executes in its own process, and the run is landed, QC'd, processed, measured,
+compared and exported, with its checks passed.
 """
 
 import json
@@ -13,7 +14,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from aero_assets.keys import RAW_RUN
+from aero_assets.keys import QC_REPORT, RAW_RUN, RUN_EXPORT
+from aero_assets.windtunnel.analytics import QC_BLOCKING
 from aero_assets.windtunnel.assets import COUNT_CHECK
 from tests.conftest import REPO, wait_for
 
@@ -42,15 +44,22 @@ def test_the_daemon_lands_a_simulated_run_without_any_manual_step(tmp_path, brok
                               env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-            def landed():
-                recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=RAW_RUN), limit=5).records
+            def materialized(key):
+                recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=5).records
                 return [r for r in recs if r.partition_key == run_id]
 
-            [rec] = wait_for(landed, timeout=180, interval=1.0, what="the daemon to land the run")
+            [export] = wait_for(lambda: materialized(RUN_EXPORT), timeout=180, interval=1.0,
+                                what="the daemon to run the chain up to the export")
+            wait_for(lambda: instance.get_run_by_id(export.run_id).is_finished, timeout=60, what="the run to end")
+            assert instance.get_run_by_id(export.run_id).status == dg.DagsterRunStatus.SUCCESS
+            [rec] = materialized(RAW_RUN)
+            assert rec.run_id == export.run_id, "one run carries the whole chain"
             md = rec.asset_materialization.metadata
             assert md["dagster/row_count"].value == md["expected_samples"].value == 38_800
             check = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(RAW_RUN, COUNT_CHECK))
             assert check is not None and check.event.asset_check_evaluation.passed
+            qc = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(QC_REPORT, QC_BLOCKING))
+            assert qc is not None and qc.event.asset_check_evaluation.passed
             run = instance.get_run_by_id(rec.run_id)
             assert run.tags["dagster/sensor_name"] == "windtunnel_run_sensor"
             assert run.tags["aero/topic"] == "windtunnel.runs"
@@ -62,3 +71,4 @@ def test_the_daemon_lands_a_simulated_run_without_any_manual_step(tmp_path, brok
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.wait()
     assert (home / "lake" / "windtunnel" / "raw_run" / f"run_id={run_id}" / "data.parquet").exists()
+    assert (home / "exports" / run_id / "processed.csv").exists()
