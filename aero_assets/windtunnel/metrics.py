@@ -13,6 +13,8 @@ so run comparisons can test differences (Welch's t-test) without re-reading the 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pyarrow as pa
 from scipy import stats
@@ -36,8 +38,8 @@ SCHEMA = pa.schema([
 def _nan_blocks(values: np.ndarray, n_blocks: int) -> np.ndarray:
     """(channels, time) -> (channels, n_blocks) block means, ignoring NaN (gaps)."""
     n = values.shape[1] // n_blocks * n_blocks
-    with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
-        sup.filter(RuntimeWarning)
+    with warnings.catch_warnings():  # all-NaN blocks (a channel in a long gap) give NaN, on purpose
+        warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(values[:, :n].reshape(values.shape[0], n_blocks, -1), axis=2)
 
 
@@ -105,8 +107,8 @@ def compute_metrics(run_id: str, proc: ProcessedRun, catalog: Catalog, n_blocks:
             rows.append(_row(run_id, "coefficient", "cl_section", "-", cl_sec))
         for t, row in taps.iterrows():
             rows.append(_row(run_id, "cp", t, "-", cp[t], x_c=float(row["x_c"]), surface=str(row["surface"])))
-    with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
-        sup.filter(RuntimeWarning)
+    with warnings.catch_warnings():  # all-NaN blocks (a channel in a long gap) give NaN, on purpose
+        warnings.simplefilter("ignore", RuntimeWarning)
         std, vmin, vmax = np.nanstd(window, axis=1), np.nanmin(window, axis=1), np.nanmax(window, axis=1)
         p05, p95 = np.nanpercentile(window, [5, 95], axis=1)
     for name, i in idx.items():
