@@ -50,6 +50,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from aero_assets.bench.ingest import bench_ingest
 
         figures = bench_ingest(samples=args.samples, baseline_samples=args.baseline_samples)
+    elif args.name == "qc":
+        from aero_assets.bench.windtunnel import bench_qc
+
+        figures = bench_qc(runs=args.runs, duration_s=args.duration or 10.0)
+    elif args.name == "windtunnel":
+        from aero_assets.bench.windtunnel import bench_windtunnel
+
+        figures = bench_windtunnel(duration_s=args.duration or 60.0)
     else:  # argparse restricts choices; later issues add benchmarks here
         raise SystemExit(f"unknown benchmark {args.name}")
     print(json.dumps(figures))
@@ -85,9 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_demo)
 
     be = sub.add_parser("bench", help="measure Aero against its baseline; last line is JSON")
-    be.add_argument("name", choices=["ingest"])
-    be.add_argument("--samples", type=int, default=5_000_000)
-    be.add_argument("--baseline-samples", type=int, default=200_000)
+    be.add_argument("name", choices=["ingest", "qc", "windtunnel"])
+    be.add_argument("--samples", type=int, default=5_000_000, help="ingest: samples landed by Aero")
+    be.add_argument("--baseline-samples", type=int, default=200_000, help="ingest: samples landed by the baseline")
+    be.add_argument("--runs", type=int, default=40, help="qc: simulated runs scored")
+    be.add_argument("--duration", type=float, default=None, help="qc: s per run (10); windtunnel: run s (60)")
     be.set_defaults(fn=cmd_bench)
     return p
 

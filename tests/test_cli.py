@@ -1,5 +1,6 @@
 """The `aero` command line as a user runs it: the broker starts, serves and stops on Ctrl-C; bad config exits 2."""
 
+import json
 import os
 import signal
 import subprocess
@@ -40,3 +41,19 @@ def test_a_bad_setting_exits_2_with_a_message_that_says_what_to_fix(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "AERO_KAFKA_BOOTSTRAP" in out.stderr and "host:port" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "keys"),
+    [
+        (["qc", "--runs", "2", "--duration", "5"], {"precision", "recall", "runs", "faults"}),
+        (["windtunnel", "--duration", "5"], {"realtime_factor", "baseline_realtime_factor", "samples"}),
+    ],
+)
+def test_benchmarks_print_their_figures_as_a_final_json_line(args, keys):
+    out = subprocess.run([AERO, "bench", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    assert keys <= set(figures)
+    if args[0] == "windtunnel":
+        assert figures["baseline_agrees"] is True, "the pandas baseline reaches the same QC answers"
