@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--runs", type=int, default=3, help="runs published right after start")
     d.add_argument("--duration", type=float, default=10.0, help="seconds per simulated run")
     d.add_argument("--interval", type=float, default=60.0, help="seconds between further runs (0: none)")
-    d.add_argument("--fault-rate", type=float, default=0.05)
+    d.add_argument("--fault-rate", type=float, default=0.02, help="fault probability per channel of ordinary runs")
     d.set_defaults(fn=cmd_demo)
 
     be = sub.add_parser("bench", help="measure Aero against its baseline; last line is JSON")

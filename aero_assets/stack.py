@@ -26,6 +26,7 @@ from resources.kafka import KafkaResource
 from resources.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+HEAVY_FAULT_RATE = 0.5
 
 
 def _stop_event() -> threading.Event:
@@ -144,19 +145,26 @@ def run_demo(settings: Settings, *, ui_port: int, runs: int, duration_s: float, 
                 print("aero demo: the Dagster UI did not come up within 120 s", file=sys.stderr)
                 return 1
             time.sleep(0.5)
-        print(f"aero demo: Dagster UI on http://127.0.0.1:{ui_port} — raw runs land by themselves "
-              "(Assets > windtunnel/raw_run). Ctrl-C stops everything.", flush=True)
+        print(f"aero demo: Dagster UI on http://127.0.0.1:{ui_port} — runs land, get QC'd, processed, "
+              "measured, compared and exported by themselves (Catalog > windtunnel). Ctrl-C stops everything.",
+              flush=True)
         next_at = time.monotonic()
         batch = runs
         session = f"wt-{datetime.now(UTC):%Y%m%d-%H%M%S}"
         published: list[str] = []
         while not stop.is_set():
             if batch and time.monotonic() >= next_at:
-                ids = simulate_windtunnel(settings, runs=batch, duration_s=duration_s, fault_rate=fault_rate,
-                                          kafka=kafka, session_id=session, first_index=len(published) + 1,
-                                          baseline_run_id=published[0] if published else None)
-                published += ids
-                print(f"aero demo: published {', '.join(ids)}", flush=True)
+                # the first batch ends with one badly instrumented run, so the blocking QC check shows
+                heavy = 1 if not published and batch >= 3 else 0
+                for n, rate in ((batch - heavy, fault_rate), (heavy, HEAVY_FAULT_RATE)):
+                    if not n:
+                        continue
+                    ids = simulate_windtunnel(settings, runs=n, duration_s=duration_s, fault_rate=rate,
+                                              kafka=kafka, session_id=session, first_index=len(published) + 1,
+                                              baseline_run_id=published[0] if published else None)
+                    published += ids
+                    note = f" (fault rate {rate:.0%}: QC will stop it)" if rate == HEAVY_FAULT_RATE else ""
+                    print(f"aero demo: published {', '.join(ids)}{note}", flush=True)
                 batch = 1 if interval_s > 0 else 0
                 next_at = time.monotonic() + interval_s
             if dev.poll() is not None:

@@ -95,3 +95,10 @@ def test_comparison_finds_a_setup_change_significant_and_a_baseline_compares_to_
 def test_a_run_too_short_for_a_steady_hold_yields_no_metrics_and_says_why():
     table, summary = _metrics(simulate_run("r", duration_s=0.1, started_ns=0, seed=1))
     assert table.num_rows == 0 and "too short" in summary["error"]
+
+
+def test_percent_deltas_are_not_reported_against_a_near_zero_baseline():
+    base, _ = _metrics(simulate_run("base", duration_s=6, started_ns=0, seed=5))  # zero yaw: CY ~ 0
+    yawed, _ = _metrics(simulate_run("var", duration_s=6, started_ns=0, seed=6, config=RunConfig(yaw_deg=3.0)))
+    cy = next(r for r in compare_runs(yawed, base).to_pylist() if r["metric"] == "CY")
+    assert cy["delta_pct"] is None and cy["delta"] > 0 and cy["significant"]

@@ -24,6 +24,7 @@ from aero_assets.windtunnel.catalog import Catalog
 from aero_assets.windtunnel.processing import ProcessedRun
 from aero_assets.windtunnel.series import steady_window
 
+PCT_FLOOR = 1e-3  # |baseline| below which a percent delta is not reported
 FRONT = ("CL_FW_L", "CL_FW_R", "CL_FLOOR_F")
 REAR = ("CL_RW_L", "CL_RW_R", "CL_FLOOR_R", "CL_DIFF", "CL_BEAM")
 SCHEMA = pa.schema([
@@ -152,7 +153,8 @@ def compare_runs(variant: pa.Table, baseline: pa.Table, alpha: float = 0.05) -> 
         rows.append({
             "run_id": rv["run_id"], "baseline_run_id": rb["run_id"], "is_baseline": is_baseline,
             "kind": kind, "metric": name, "baseline": val_b, "variant": val_v, "delta": delta,
-            "delta_pct": None if delta is None or not val_b else 100.0 * delta / abs(val_b),
+            # a percentage of a near-zero baseline (side force at zero yaw) says nothing: leave it empty
+            "delta_pct": None if delta is None or abs(val_b) < PCT_FLOOR else 100.0 * delta / abs(val_b),
             "t_stat": t_stat, "p_value": p, "significant": bool(p is not None and p < alpha and not is_baseline),
         })
     return pa.Table.from_pylist(rows, schema=COMPARISON_SCHEMA)
