@@ -130,6 +130,16 @@ def _checked_id(value: Any, key_id: str | None, what: str) -> str:
     return ident
 
 
+def _optional_id(obj: dict[str, Any], field: str) -> str | None:
+    value = obj.get(field)
+    if value is None:
+        return None
+    try:
+        return validate_id(value, field)
+    except InvalidIdentifier as exc:
+        raise DecodeError(str(exc)) from None
+
+
 # -- windtunnel.samples ---------------------------------------------------------------------------
 class WindtunnelSamplesDecoder:
     """Long-format samples of one run; key = run id. Arrow IPC or two JSON shapes."""
@@ -227,18 +237,8 @@ class RunEventsDecoder:
         count = None
         if event == "run_started":
             ts = parse_ts_ns(obj.get("started_at"), "started_at")
-            session_id = obj.get("session_id")
-            if session_id is not None:
-                try:
-                    validate_id(session_id, "session id")
-                except InvalidIdentifier as exc:
-                    raise DecodeError(str(exc)) from None
-            baseline = obj.get("baseline_run_id")
-            if baseline is not None:
-                try:
-                    validate_id(baseline, "baseline_run_id")
-                except InvalidIdentifier as exc:
-                    raise DecodeError(str(exc)) from None
+            session_id = _optional_id(obj, "session_id")
+            baseline = _optional_id(obj, "baseline_run_id")
             cfg = obj.get("config", {})
             if not isinstance(cfg, dict):
                 raise DecodeError("config must be an object")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from resources.embedded_broker import EmbeddedBroker, port_is_open
+from resources.embedded_broker import EmbeddedBroker, port_is_open, stop_process_group
 from resources.kafka import KafkaResource
 from resources.settings import Settings
 
@@ -173,13 +173,7 @@ def run_demo(settings: Settings, *, ui_port: int, runs: int, duration_s: float, 
             stop.wait(0.5)
     finally:
         print("aero demo: stopping ...", flush=True)
-        if dev.poll() is None:
-            os.killpg(dev.pid, signal.SIGINT)
-            try:
-                dev.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(dev.pid, signal.SIGKILL)
-                dev.wait()
+        stop_process_group(dev)
         if broker is not None:
             broker.stop()
         print("aero demo: stopped", flush=True)

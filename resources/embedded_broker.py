@@ -37,6 +37,22 @@ def port_is_open(host: str, port: int, timeout: float = 0.2) -> bool:
         return False
 
 
+def stop_process_group(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Ctrl-C a process group started with `start_new_session=True`; kill it if it does not exit.
+
+    `dagster dev` and `dagster-daemon` spawn children (webserver, daemon, run workers) that must go
+    with them: signalling only the parent leaves them running.
+    """
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))

@@ -6,7 +6,6 @@ compared and exported, with its checks passed.
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from aero_assets.keys import QC_REPORT, RAW_RUN, RUN_EXPORT
 from aero_assets.windtunnel.analytics import QC_BLOCKING
 from aero_assets.windtunnel.assets import COUNT_CHECK
+from resources.embedded_broker import stop_process_group
 from tests.conftest import REPO, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.daemon]
@@ -64,11 +64,6 @@ def test_the_daemon_lands_a_simulated_run_without_any_manual_step(tmp_path, brok
             assert run.tags["dagster/sensor_name"] == "windtunnel_run_sensor"
             assert run.tags["aero/topic"] == "windtunnel.runs"
     finally:
-        os.killpg(daemon.pid, signal.SIGINT)
-        try:
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait()
+        stop_process_group(daemon)
     assert (home / "lake" / "windtunnel" / "raw_run" / f"run_id={run_id}" / "data.parquet").exists()
     assert (home / "exports" / run_id / "processed.csv").exists()
