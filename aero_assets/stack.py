@@ -154,9 +154,12 @@ def run_demo(settings: Settings, *, ui_port: int, runs: int, duration_s: float, 
         published: list[str] = []
         while not stop.is_set():
             if batch and time.monotonic() >= next_at:
-                # the first batch ends with one badly instrumented run, so the blocking QC check shows
-                heavy = 1 if not published and batch >= 3 else 0
-                for n, rate in ((batch - heavy, fault_rate), (heavy, HEAVY_FAULT_RATE)):
+                # first batch: a clean reference run (the session baseline), ordinary variants, and one
+                # badly instrumented run so the blocking QC check shows; later: ordinary variants
+                plan = [(batch, fault_rate)]
+                if not published and batch >= 3:
+                    plan = [(1, 0.0), (batch - 2, fault_rate), (1, HEAVY_FAULT_RATE)]
+                for n, rate in plan:
                     if not n:
                         continue
                     ids = simulate_windtunnel(settings, runs=n, duration_s=duration_s, fault_rate=rate,
