@@ -117,3 +117,13 @@ def test_thresholds_are_configuration():
     run = simulate_run("r", duration_s=10, started_ns=0, fault_rate=0.15, seed=11, fault_kinds=("spike",))
     lax = run_qc(_series(run), CAT, QCThresholds(spike_z=1e9))
     assert not any(c.spike for c in lax.channels)
+
+
+def test_which_categories_are_critical_is_configuration():
+    run = simulate_run("r", duration_s=10, started_ns=0, fault_rate=1.0, seed=3, fault_kinds=("flatline",))
+    table = run.table.filter(pa.compute.is_in(run.table["channel"], pa.array(["FLOW_PT", "FB_FZ", "FLOW_V"])))
+    s = series_from_table(table.sort_by([("channel", "ascending"), ("ts", "ascending")]))
+    strict = run_qc(s, CAT)
+    relaxed = run_qc(s, CAT, QCThresholds(critical_categories=(), max_failed_fraction=1.0))
+    assert strict.status == FAIL and "critical" in strict.reasons[0]
+    assert relaxed.status == WARN

@@ -19,13 +19,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
-from scipy.signal import lfilter
 
-from aero_assets.windtunnel.catalog import Catalog, load_catalog
+from aero_assets.windtunnel.catalog import A_REF, WHEELBASE, Catalog, load_catalog
 
 FAULT_KINDS = ("spike", "dropout", "flatline", "out_of_range", "drift")
-A_REF = 1.0  # m^2, model reference area
-WHEELBASE = 1.8  # m, model scale
 R_AIR = 287.05
 
 
@@ -90,6 +87,8 @@ def cp_distribution(x_c: np.ndarray, surface: np.ndarray) -> np.ndarray:
 
 def _unsteady(rng: np.random.Generator, n: int, rate: float, rel: float) -> np.ndarray:
     """Slow AR(1) unsteadiness (time constant ~0.3 s), unit-variance scaled by `rel`."""
+    from scipy.signal import lfilter
+
     a = np.exp(-1.0 / (0.3 * rate))
     x = lfilter([np.sqrt(1 - a * a)], [1, -a], rng.standard_normal(n))
     return rel * x

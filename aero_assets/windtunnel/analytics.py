@@ -52,9 +52,10 @@ class QCConfig(dg.Config):
     jitter_warn: float = QCThresholds.jitter_warn
     rate_error_warn: float = QCThresholds.rate_error_warn
     max_failed_fraction: float = QCThresholds.max_failed_fraction
+    critical_categories: list[str] = list(QCThresholds.critical_categories)
 
     def thresholds(self) -> QCThresholds:
-        return QCThresholds(**self.model_dump())
+        return QCThresholds(**{**self.model_dump(), "critical_categories": tuple(self.critical_categories)})
 
 
 class ProcessingSettings(dg.Config):

@@ -12,6 +12,10 @@ from importlib.resources import files
 
 import pandas as pd
 
+# The tunnel model's geometry: the simulator builds forces with it, the metrics normalise by it.
+A_REF = 1.0  # m^2, reference area
+WHEELBASE = 1.8  # m, at model scale
+
 CATEGORIES = ("force_balance", "component_loads", "pressure_taps", "velocity_flow", "environment", "position")
 
 

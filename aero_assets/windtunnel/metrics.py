@@ -17,10 +17,8 @@ import warnings
 
 import numpy as np
 import pyarrow as pa
-from scipy import stats
 
-from aero_assets.simulators.windtunnel import A_REF, WHEELBASE
-from aero_assets.windtunnel.catalog import Catalog
+from aero_assets.windtunnel.catalog import A_REF, WHEELBASE, Catalog
 from aero_assets.windtunnel.processing import ProcessedRun
 from aero_assets.windtunnel.series import steady_window
 
@@ -45,6 +43,8 @@ def _nan_blocks(values: np.ndarray, n_blocks: int) -> np.ndarray:
 
 
 def _row(run_id, kind, name, unit, blocks, **extra) -> dict:
+    from scipy import stats  # scipy.stats costs 0.7 s to import: not at Definitions load
+
     b = np.asarray(blocks, dtype=np.float64)
     ok = np.isfinite(b)
     n = int(ok.sum())
@@ -126,6 +126,8 @@ def compute_metrics(run_id: str, proc: ProcessedRun, catalog: Catalog, n_blocks:
 
 def compare_runs(variant: pa.Table, baseline: pa.Table, alpha: float = 0.05) -> pa.Table:
     """Deltas of coefficients and tap Cp, variant minus baseline, with Welch's t-test on block values."""
+    from scipy import stats
+
     keep = ("coefficient", "cp")
 
     def by_name(t: pa.Table) -> dict[tuple[str, str], dict]:

@@ -16,7 +16,6 @@ from fractions import Fraction
 
 import numpy as np
 import pyarrow as pa
-from scipy.signal import butter, resample_poly, sosfiltfilt
 
 from aero_assets.windtunnel.catalog import Catalog
 from aero_assets.windtunnel.qc import invalid_mask
@@ -108,6 +107,8 @@ def _hole_flags(tv: np.ndarray, grid: np.ndarray, period: float, max_gap: float)
 
 
 def process_run(series: RunSeries, catalog: Catalog, cfg: ProcessingConfig | None = None) -> ProcessedRun:
+    from scipy.signal import butter, resample_poly, sosfiltfilt  # heavy: not at Definitions load
+
     cfg = cfg or ProcessingConfig()
     target = cfg.target_rate_hz
     n_t = int(np.floor(series.span_s * target + 1e-6)) + 1
