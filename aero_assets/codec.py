@@ -66,6 +66,17 @@ def content_type_of(headers: list[tuple[str, bytes]] | None, value: bytes | None
 
 
 # -- scalar parsing for JSON -----------------------------------------------------------------------
+# timestamp[ns] holds 1677-09-21 .. 2262-04-11; anything outside cannot be stored and must be refused
+_NS_MIN, _NS_MAX = -(2**63) + 1, 2**63 - 1
+_INT64_MAX = 2**63 - 1
+
+
+def _ns_in_range(ns: int, field: str, raw: Any) -> int:
+    if not _NS_MIN <= ns <= _NS_MAX:
+        raise DecodeError(f"{field} {raw!r} is outside the storable range (years 1678-2262)")
+    return ns
+
+
 def parse_ts_ns(value: Any, field: str = "ts") -> int:
     """ISO-8601 with an offset, or epoch milliseconds, to epoch nanoseconds (UTC)."""
     if isinstance(value, bool) or value is None:
@@ -73,7 +84,9 @@ def parse_ts_ns(value: Any, field: str = "ts") -> int:
     if isinstance(value, int | float):
         if not math.isfinite(value):
             raise DecodeError(f"{field} is not finite")
-        return round(value * 1_000_000)
+        if abs(value) > 9.2e15:  # epoch ms beyond the ns range; also keeps float * 1e6 exact enough
+            raise DecodeError(f"{field} {value!r} is outside the storable range (years 1678-2262)")
+        return _ns_in_range(round(value * 1_000_000), field, value)
     if isinstance(value, str):
         try:
             dt = datetime.fromisoformat(value)
@@ -81,7 +94,7 @@ def parse_ts_ns(value: Any, field: str = "ts") -> int:
             raise DecodeError(f"{field} {value!r} is not ISO-8601") from None
         if dt.tzinfo is None:
             raise DecodeError(f"{field} {value!r} has no UTC offset (add 'Z' or '+00:00')")
-        return ((dt - _EPOCH) // timedelta(microseconds=1)) * 1000
+        return _ns_in_range(((dt - _EPOCH) // timedelta(microseconds=1)) * 1000, field, value)
     raise DecodeError(f"{field} must be an ISO-8601 string or epoch milliseconds, got {type(value).__name__}")
 
 
@@ -92,7 +105,10 @@ def parse_float(value: Any, field: str, nullable: bool = False) -> float | None:
         raise DecodeError(f"{field} is missing")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise DecodeError(f"{field} must be a number, got {type(value).__name__}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond float range, e.g. 10**400
+        raise DecodeError(f"{field} is too large for a 64-bit float") from None
 
 
 def _json_object(value: bytes) -> dict[str, Any]:
@@ -187,7 +203,11 @@ class WindtunnelSamplesDecoder:
             if table["ts"].null_count or table["channel"].null_count:
                 raise DecodeError("ts and channel must not be null")
             return table
-        missing = [n for n in ("ts", "channel", "value") if n not in table.column_names]
+        names = table.column_names
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise DecodeError(f"Arrow block has duplicate column(s) {', '.join(dupes)}")
+        missing = [n for n in ("ts", "channel", "value") if n not in names]
         if missing:
             raise DecodeError(f"Arrow block lacks column(s) {', '.join(missing)}")
         ts = table["ts"]
@@ -246,8 +266,8 @@ class RunEventsDecoder:
         elif event == "run_finished":
             ts = parse_ts_ns(obj.get("finished_at"), "finished_at")
             count = obj.get("sample_count")
-            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-                raise DecodeError("sample_count must be a non-negative integer")
+            if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= _INT64_MAX:
+                raise DecodeError("sample_count must be a non-negative 64-bit integer")
         else:
             raise DecodeError(f"event must be 'run_started' or 'run_finished', got {event!r}")
         row = {

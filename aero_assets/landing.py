@@ -117,6 +117,16 @@ def _remove_orphans(topic_dir: Path, incarnation: str, partition: int, committed
     return removed
 
 
+def _landed_end(topic_dir: Path, incarnation: str, partition: int) -> int:
+    """One past the last offset landed for (incarnation, partition); 0 when nothing was landed."""
+    end = 0
+    for p in topic_dir.glob(f"**/{incarnation}-p{partition}-*.parquet"):
+        parsed = parse_file_name(p.name)
+        if parsed:
+            end = max(end, parsed[3] + 1)
+    return end
+
+
 def land_topic(
     kafka: KafkaResource,
     lake_root: Path,
@@ -153,9 +163,14 @@ def land_topic(
         for tp in committed:
             if tp.error:
                 raise KafkaException(tp.error)
-            start = tp.offset if tp.offset >= 0 else 0
-            positions[tp.partition] = start
-            result.orphans_removed += _remove_orphans(topic_dir, inc, tp.partition, start)
+            if tp.offset >= 0:
+                positions[tp.partition] = tp.offset
+                result.orphans_removed += _remove_orphans(topic_dir, inc, tp.partition, tp.offset)
+            else:
+                # No committed offset: a first landing, or the group's offsets expired
+                # (offsets.retention.minutes). The lake's files are durable data, never orphans here:
+                # resume after the last one, so nothing is deleted and nothing landed twice.
+                positions[tp.partition] = _landed_end(topic_dir, inc, tp.partition)
         consumer.assign([TopicPartition(topic, p, o) for p, o in positions.items()])
 
         open_parts = set(positions)
@@ -252,6 +267,10 @@ def _decode_partition(decoder: Decoder, msgs: list) -> tuple[dict[str | None, pa
             d = decoder.decode(m.value(), m.key(), content_type_of(m.headers(), m.value()))
         except DecodeError as exc:
             bad.append((m, str(exc)))
+            continue
+        except Exception as exc:  # a decoder bug must not wedge the topic: the message goes to the DLQ
+            log.exception("decoder failed on %s/%s@%s", m.topic(), m.partition(), m.offset())
+            bad.append((m, f"internal decoder error: {type(exc).__name__}: {exc}"))
             continue
         tables[d.split].append(d.table)
         offsets[d.split].append((m.offset(), d.table.num_rows))

@@ -144,12 +144,16 @@ class KafkaResource(dg.ConfigurableResource):
         tmd = md.topics.get(topic)
         if tmd is None or tmd.error is not None:
             return None
-        topic_id = ""
         try:
             desc = admin.describe_topics(TopicCollection([topic]))[topic].result(timeout)
-            topic_id = str(desc.topic_id) if desc.topic_id is not None else ""
-        except (KafkaException, TimeoutError) as exc:  # brokers without topic ids: cluster id alone
-            _RDKAFKA_LOG.debug("describe_topics(%s) failed: %s", topic, exc)
+        except (KafkaException, TimeoutError) as exc:
+            # Never guess: an identity without the topic id would look like a new incarnation, and
+            # sensors and landings would start the topic over. Treat it as the broker being unavailable.
+            raise BrokerUnavailable(
+                f"Kafka broker at {self.bootstrap_servers} did not describe topic {topic} "
+                f"within {timeout:.0f}s ({exc}); try again when it answers."
+            ) from exc
+        topic_id = str(desc.topic_id) if desc.topic_id is not None else ""  # None: broker without topic ids
         return TopicIdentity(topic, str(md.cluster_id), topic_id, tuple(sorted(tmd.partitions)))
 
     def _metadata(self, admin: AdminClient, timeout: float):

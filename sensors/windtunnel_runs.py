@@ -10,7 +10,7 @@ new topic incarnation is never mistaken for an old one.
 
 import dagster as dg
 
-from aero_assets.codec import DecodeError, RunEventsDecoder, content_type_of
+from aero_assets.codec import RunEventsDecoder, content_type_of
 from aero_assets.keys import WINDTUNNEL_RUN_CHAIN, windtunnel_runs
 from resources.kafka import BrokerUnavailable, KafkaResource
 from sensors.kafka_events import TopicCursor, read_events
@@ -44,7 +44,7 @@ def build_windtunnel_run_sensor(runs_topic: str, minimum_interval_seconds: int =
         for ev in read.events:
             try:
                 decoded = decoder.decode(ev.value, ev.key, content_type_of(ev.headers, ev.value))
-            except DecodeError as exc:
+            except Exception as exc:  # DecodeError, or a decoder bug: never let one event stop every tick
                 bad += 1  # the landing sends it to the DLQ with this reason; the sensor only reports it
                 context.log.warning(f"skipping invalid event at {runs_topic}/{ev.partition}@{ev.offset}: {exc}")
                 continue

@@ -63,6 +63,8 @@ def test_new_messages_land_in_a_new_file_after_the_committed_range(kafka, lake, 
 def test_a_crash_between_write_and_commit_loses_nothing_and_duplicates_nothing(kafka, lake, publisher):
     run = _run()
     publisher.arrow(TOPIC, run.table, "run-a")
+    land_topic(kafka, lake.path, TOPIC, DEC)  # committed up to here
+    publisher.arrow(TOPIC, run.table, "run-b")
 
     def crash(files):
         assert files and all(f.exists() for f in files), "files are durable before the commit"
@@ -71,12 +73,13 @@ def test_a_crash_between_write_and_commit_loses_nothing_and_duplicates_nothing(k
     with pytest.raises(RuntimeError, match="simulated crash"):
         land_topic(kafka, lake.path, TOPIC, DEC, before_commit=crash)
     # more data arrives before the retry: the retried range is wider than the crashed one
-    publisher.arrow(TOPIC, _run(seed=6).table, "run-a")
+    publisher.arrow(TOPIC, _run(seed=6).table, "run-b")
     res = land_topic(kafka, lake.path, TOPIC, DEC)
     assert res.orphans_removed == 1
-    n, files = _landed_rows(lake.path, "run-a")
+    n, files = _landed_rows(lake.path, "run-b")
     assert len(files) == 1
     assert n == 2 * run.sample_count
+    assert _landed_rows(lake.path, "run-a")[0] == run.sample_count, "committed data is untouched"
 
 
 def test_relanding_the_same_range_rewrites_the_same_file(kafka, lake, publisher):
@@ -154,3 +157,24 @@ def test_bad_messages_go_to_the_dlq_with_the_reason_and_are_counted(kafka, lake,
 def test_a_topic_that_does_not_exist_lands_nothing(kafka, lake):
     res = land_topic(kafka, lake.path, "no.such.topic", DEC)
     assert res.incarnation is None and res.messages == 0
+
+
+def test_expired_group_offsets_resume_after_the_lake_and_delete_nothing(kafka, lake, publisher):
+    first = _run()
+    publisher.arrow(TOPIC, first.table, "run-a")
+    land_topic(kafka, lake.path, TOPIC, DEC)
+    # the group's committed offsets are gone (expired by retention, or a new group id), the files are not
+    publisher.arrow(TOPIC, _run(seed=9).table, "run-a")
+    res = land_topic(kafka, lake.path, TOPIC, DEC, group_id="aero-landing-after-expiry")
+    assert res.orphans_removed == 0
+    assert _landed_rows(lake.path, "run-a")[0] == 2 * first.sample_count
+
+
+def test_a_message_that_overflows_the_decoder_goes_to_the_dlq_and_landing_goes_on(kafka, lake, publisher):
+    run = _run()
+    publisher.json(TOPIC, {"run_id": "run-a", "ts": 1e300, "channel": "A", "value": 1}, "run-a")
+    publisher.send(TOPIC, b'{"run_id": "run-a", "ts": 1, "channel": "A", "value": 1' + b"0" * 400 + b"}", "run-a",
+                   [("content-type", b"application/json")])
+    publisher.arrow(TOPIC, run.table, "run-a")
+    res = land_topic(kafka, lake.path, TOPIC, DEC)
+    assert res.dlq_messages == 2 and res.rows == run.sample_count

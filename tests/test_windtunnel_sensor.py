@@ -122,3 +122,27 @@ def test_a_restarted_broker_is_a_new_incarnation_read_from_the_beginning(tmp_pat
 def test_an_unreadable_cursor_starts_fresh_instead_of_failing_every_tick():
     assert TopicCursor.from_json("{not json") == TopicCursor()
     assert TopicCursor.from_json(None) == TopicCursor()
+
+
+def test_a_failed_topic_description_is_an_outage_not_a_new_incarnation(settings, instance, kafka, publisher,
+                                                                        monkeypatch):
+    """The broker answering metadata but timing out on DescribeTopics cannot be caused on demand: stubbed."""
+    from confluent_kafka import KafkaException
+
+    _finished(publisher, "run-1")
+    first = _tick(settings, instance, kafka)
+    real_admin = KafkaResource.admin
+
+    class FlakyAdmin:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def list_topics(self, *a, **kw):
+            return self.inner.list_topics(*a, **kw)
+
+        def describe_topics(self, *a, **kw):
+            raise KafkaException("DescribeTopics timed out")
+
+    monkeypatch.setattr(KafkaResource, "admin", lambda self: FlakyAdmin(real_admin(self)))
+    skipped = _tick(settings, instance, kafka, cursor=first.cursor)
+    assert skipped.run_requests == [] and "did not describe topic" in skipped.skip_message
