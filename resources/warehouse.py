@@ -39,6 +39,8 @@ class WarehouseResource(DuckDBResource):
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             conn.execute(
                 f"CREATE OR REPLACE VIEW {schema}.{name} AS SELECT * FROM "
-                f"read_parquet('{glob}', hive_partitioning = true, union_by_name = true)"
+                # hive_types_autocast off: partition values (run ids like "007") stay strings
+                f"read_parquet('{glob}', hive_partitioning = true, hive_types_autocast = false, "
+                "union_by_name = true)"
             )
         return True

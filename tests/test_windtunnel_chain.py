@@ -5,6 +5,7 @@ A failed QC stops that run's chain and it is never exported; other runs carry on
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
 import pytest
 
 from aero_assets.definitions import build_definitions
@@ -33,11 +34,12 @@ def _publish(settings, kafka, run_id, baseline=None, fault_rate=0.0, seed=1, con
     return run
 
 
-def _chain(settings, instance, run_id):
+def _chain(settings, instance, run_id, run_config=None):
     defs = build_definitions(settings)
     instance.add_dynamic_partitions(windtunnel_runs.name, [run_id])
     result = dg.materialize(list(defs.assets), selection=WINDTUNNEL_RUN_CHAIN, partition_key=run_id,
-                            instance=instance, resources=defs.resources, raise_on_error=False)
+                            instance=instance, resources=defs.resources, raise_on_error=False,
+                            run_config=run_config)
     mats = {e.event_specific_data.materialization.asset_key: e.event_specific_data.materialization
             for e in result.get_asset_materialization_events()}
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
@@ -100,3 +102,55 @@ def test_a_variant_whose_announced_baseline_failed_qc_compares_to_the_first_pass
     assert mats2[RUN_COMPARISON].metadata["baseline_run_id"].value == "s1-run002"
     assert mats3[RUN_COMPARISON].metadata["baseline_run_id"].value == "s1-run002"
     assert "failed QC" in mats3[RUN_COMPARISON].metadata["baseline_chosen_by"].value
+
+
+def test_numeric_looking_run_ids_keep_their_leading_zeros(settings, instance, kafka):
+    _publish(settings, kafka, "007", session="s7")
+    _publish(settings, kafka, "010", baseline=None, seed=2, session="s7")
+    assert _chain(settings, instance, "007")[0].success
+    _, mats, _ = _chain(settings, instance, "010")
+    assert mats[RUN_COMPARISON].metadata["baseline_run_id"].value == "007"
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    ids = con.execute("select distinct run_id from windtunnel.qc_report order by 1").fetchall()
+    con.close()
+    assert ids == [("007",), ("010",)]
+
+
+def test_a_baseline_that_fails_qc_on_a_rerun_is_not_used_with_its_old_metrics(settings, instance, kafka, tmp_path):
+    import pyarrow.parquet as pq
+
+    from aero_assets.windtunnel.analytics import _choose_baseline
+    from aero_assets.windtunnel.raw_runs import read_run_events, run_info
+    from resources import LakeResource
+
+    _publish(settings, kafka, "s1-run001")
+    _publish(settings, kafka, "s1-run002", baseline="s1-run001", seed=2)
+    _chain(settings, instance, "s1-run001")
+    _chain(settings, instance, "s1-run002")
+    lake = LakeResource(root=str(settings.lake_dir))
+    runs = settings.topics.windtunnel_runs
+    info = run_info(read_run_events(lake.landing_dir(runs), "s1-run002"), "s1-run002")
+    assert _choose_baseline(lake, runs, "s1-run002", info, wait=True)[0] == "s1-run001"
+    # the baseline is re-run and now fails QC: its earlier metrics file is still in the lake
+    qc_path = lake.partition_dir(QC_REPORT, run_id="s1-run001") / "data.parquet"
+    qc = pq.read_table(qc_path)
+    pq.write_table(qc.set_column(qc.schema.get_field_index("run_status"), "run_status",
+                                 pa.array(["fail"] * qc.num_rows)), qc_path)
+    chosen, how = _choose_baseline(lake, runs, "s1-run002", info, wait=True)
+    assert chosen == "s1-run002" and "failed QC" in how
+
+
+def test_a_variant_waits_for_an_earlier_session_run_still_in_flight(settings, instance, kafka):
+    from aero_assets.windtunnel.analytics import _choose_baseline
+    from aero_assets.windtunnel.raw_runs import read_run_events, run_info
+    from resources import LakeResource
+
+    _publish(settings, kafka, "s1-run001")  # published, not processed yet
+    _publish(settings, kafka, "s1-run002", seed=2)  # no announced baseline
+    no_wait = {"ops": {"windtunnel__run_comparison": {"config": {"baseline_wait_retries": 0}}}}
+    _chain(settings, instance, "s1-run002", run_config=no_wait)
+    lake = LakeResource(root=str(settings.lake_dir))
+    runs = settings.topics.windtunnel_runs
+    info = run_info(read_run_events(lake.landing_dir(runs), "s1-run002"), "s1-run002")
+    assert _choose_baseline(lake, runs, "s1-run002", info, wait=True) == (None, "waiting")
+    assert _choose_baseline(lake, runs, "s1-run002", info, wait=False)[0] == "s1-run002"

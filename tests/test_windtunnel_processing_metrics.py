@@ -102,3 +102,13 @@ def test_percent_deltas_are_not_reported_against_a_near_zero_baseline():
     yawed, _ = _metrics(simulate_run("var", duration_s=6, started_ns=0, seed=6, config=RunConfig(yaw_deg=3.0)))
     cy = next(r for r in compare_runs(yawed, base).to_pylist() if r["metric"] == "CY")
     assert cy["delta_pct"] is None and cy["delta"] > 0 and cy["significant"]
+
+
+def test_a_tap_without_data_does_not_blank_the_cp_summary():
+    run = simulate_run("r", duration_s=6, started_ns=0, seed=8)
+    p = _proc(run)
+    p.values[p.channels.index("PT_01")] = np.nan
+    table, _ = compute_metrics("r", p, CAT)
+    rows = {r["name"]: r for r in table.to_pylist() if r["kind"] == "coefficient"}
+    assert rows["cp_min"]["value"] is not None and rows["cp_min"]["value"] < -1
+    assert rows["cl_section"]["value"] is not None

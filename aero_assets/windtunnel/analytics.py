@@ -239,12 +239,11 @@ def build_windtunnel_analytics(topics: Topics) -> list:
         run_id = context.partition_key
         events = read_run_events(lake.landing_dir(runs_topic), run_id)
         info = run_info(events, run_id) if events is not None else None
-        baseline, how = _choose_baseline(lake, runs_topic, run_id, info)
-        if baseline is None and how == "waiting" and context.retry_number < config.baseline_wait_retries:
+        wait = context.retry_number < config.baseline_wait_retries
+        baseline, how = _choose_baseline(lake, runs_topic, run_id, info, wait=wait)
+        if baseline is None and how == "waiting":
             raise dg.RetryRequested(max_retries=config.baseline_wait_retries,
                                     seconds_to_wait=config.retry_wait_seconds)
-        if baseline is None:
-            baseline, how = _first_passed(lake, runs_topic, run_id, info), "baseline unavailable; session fallback"
         if baseline is None:
             raise dg.Failure(f"No baseline with metrics for run {run_id!r}: neither the announced baseline "
                              "nor any QC-passed run of its session has aero_metrics yet.")
@@ -288,9 +287,12 @@ def build_windtunnel_analytics(topics: Topics) -> list:
             pq.write_table(metrics, tmp / "metrics.parquet")
             pacsv.write_csv(metrics, tmp / "metrics.csv")
             pacsv.write_csv(qc, tmp / "qc_report.csv")
+            # swap by renames: a reader sees the old export or the new one, never none or half
+            old = lake.exports / f".{run_id}.{uuid.uuid4().hex[:6]}.old"
             if final.exists():
-                shutil.rmtree(final)
+                final.rename(old)
             tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)
@@ -314,25 +316,47 @@ def _metrics_with_id(lake: LakeResource, run_id: str) -> pa.Table:
     return t.append_column("run_id", pa.array([run_id] * t.num_rows, pa.string()))
 
 
-def _first_passed(lake: LakeResource, runs_topic: str, run_id: str, info) -> str | None:
-    """The session's first run that passed QC and has metrics (possibly this run itself)."""
-    if info is None or info.session_id is None:
-        return run_id if _metrics_path(lake, run_id).exists() else None
-    for candidate in session_runs(lake.landing_dir(runs_topic), info.session_id):
-        if _latest_qc_status(lake, candidate) in ("pass", "warn") and _metrics_path(lake, candidate).exists():
-            return candidate
+def _usable(lake: LakeResource, run_id: str) -> bool | None:
+    """True: passed QC and has metrics. False: failed QC (old metrics of a re-run do not count).
+    None: not decided yet, the run is still in flight."""
+    status = _latest_qc_status(lake, run_id)
+    if status == FAIL:
+        return False
+    if status in ("pass", "warn") and _metrics_path(lake, run_id).exists():
+        return True
     return None
 
 
-def _choose_baseline(lake: LakeResource, runs_topic: str, run_id: str, info) -> tuple[str | None, str]:
-    """(baseline run id, how it was chosen); (None, 'waiting') while the announced baseline is in flight."""
+def _first_passed(lake: LakeResource, runs_topic: str, run_id: str, info, wait: bool) -> tuple[str | None, bool]:
+    """The session's first usable run (possibly this run itself), and whether an earlier run is pending.
+
+    With `wait`, an earlier run still in flight stops the search: it may become the baseline.
+    """
+    if info is None or info.session_id is None:
+        return (run_id if _usable(lake, run_id) else None), False
+    for candidate in session_runs(lake.landing_dir(runs_topic), info.session_id):
+        usable = _usable(lake, candidate)
+        if usable:
+            return candidate, False
+        if usable is None and wait and candidate != run_id:
+            return None, True
+    return None, False
+
+
+def _choose_baseline(lake: LakeResource, runs_topic: str, run_id: str, info, wait: bool) -> tuple[str | None, str]:
+    """(baseline run id, how it was chosen); (None, 'waiting') while the baseline may still arrive."""
     announced = info.baseline_run_id if info is not None else None
-    if announced is None:
-        found = _first_passed(lake, runs_topic, run_id, info)
-        return found, "first QC-passed run of the session" if found != run_id else "this run is the session baseline"
-    if _metrics_path(lake, announced).exists():
-        return announced, "baseline_run_id from run_started"
-    if _latest_qc_status(lake, announced) == FAIL:
-        found = _first_passed(lake, runs_topic, run_id, info)
-        return found, f"announced baseline {announced} failed QC; first QC-passed run of the session"
-    return None, "waiting"
+    if announced is not None:
+        usable = _usable(lake, announced)
+        if usable:
+            return announced, "baseline_run_id from run_started"
+        if usable is None and wait:
+            return None, "waiting"
+        why = "failed QC" if usable is False else "has no metrics"
+        found, pending = _first_passed(lake, runs_topic, run_id, info, wait)
+        return (None, "waiting") if pending else (
+            found, f"announced baseline {announced} {why}; first QC-passed run of the session")
+    found, pending = _first_passed(lake, runs_topic, run_id, info, wait)
+    if pending:
+        return None, "waiting"
+    return found, "this run is the session baseline" if found == run_id else "first QC-passed run of the session"

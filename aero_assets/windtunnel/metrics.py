@@ -102,10 +102,14 @@ def compute_metrics(run_id: str, proc: ProcessedRun, catalog: Catalog, n_blocks:
         pressure = taps[taps["surface"] == "pressure"]
         cps = np.vstack([cp[t] for t in suction.index]) if len(suction) else np.full((1, n_blocks), np.nan)
         cpp = np.vstack([cp[t] for t in pressure.index]) if len(pressure) else np.full((1, n_blocks), np.nan)
-        rows.append(_row(run_id, "coefficient", "cp_min", "-", np.min(cps, axis=0)))
+        with warnings.catch_warnings():  # a tap with no data (all NaN) must not blank the summary
+            warnings.simplefilter("ignore", RuntimeWarning)
+            rows.append(_row(run_id, "coefficient", "cp_min", "-", np.nanmin(cps, axis=0)))
         if len(suction) and len(pressure) and np.array_equal(suction["x_c"].to_numpy(), pressure["x_c"].to_numpy()):
-            cl_sec = np.trapezoid(cpp - cps, suction["x_c"].to_numpy(), axis=0)
-            rows.append(_row(run_id, "coefficient", "cl_section", "-", cl_sec))
+            ok = np.isfinite(cps).all(axis=1) & np.isfinite(cpp).all(axis=1)  # chord stations with both taps
+            if ok.sum() >= 3:
+                cl_sec = np.trapezoid((cpp - cps)[ok], suction["x_c"].to_numpy()[ok], axis=0)
+                rows.append(_row(run_id, "coefficient", "cl_section", "-", cl_sec))
         for t, row in taps.iterrows():
             rows.append(_row(run_id, "cp", t, "-", cp[t], x_c=float(row["x_c"]), surface=str(row["surface"])))
     with warnings.catch_warnings():  # all-NaN blocks (a channel in a long gap) give NaN, on purpose

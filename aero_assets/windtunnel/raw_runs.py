@@ -132,7 +132,9 @@ def session_runs(runs_topic_dir: Path, session_id: str) -> list[str]:
 
     if not runs_topic_dir.exists():
         return []
-    dataset = ds.dataset(runs_topic_dir, format="parquet", partitioning="hive")
+    # run ids are strings: without a schema, hive partitioning would turn "007" into 7
+    partitioning = ds.partitioning(pa.schema([("run_id", pa.string())]), flavor="hive")
+    dataset = ds.dataset(runs_topic_dir, format="parquet", partitioning=partitioning)
     t = dataset.to_table(columns=["run_id", "ts"],
                          filter=(ds.field("event") == "run_started") & (ds.field("session_id") == session_id))
     first: dict[str, int] = {}
