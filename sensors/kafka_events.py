@@ -58,6 +58,25 @@ class ReadResult:
     reached_end: bool = True
 
 
+def landing_lag_hint(kafka: KafkaResource, identity: TopicIdentity, group_id: str) -> dict[str, int]:
+    """Per partition: high watermark minus the landing group's committed offset.
+
+    A hint only: Tansu under-reports watermarks after multi-message batches (DESIGN.md), so the
+    true backlog can be larger; real Kafka reports it exactly. Two cheap metadata calls, no data.
+    """
+    consumer = kafka.consumer(group_id)
+    try:
+        tps = [TopicPartition(identity.topic, p) for p in identity.partitions]
+        committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=5)}
+        lag = {}
+        for p in identity.partitions:
+            _, high = consumer.get_watermark_offsets(TopicPartition(identity.topic, p), timeout=5)
+            lag[str(p)] = max(0, high - max(committed.get(p, 0), 0))
+        return lag
+    finally:
+        consumer.close()
+
+
 def read_events(kafka: KafkaResource, topic: str, cursor: TopicCursor, identity: TopicIdentity,
                 max_messages: int = 2000, timeout_s: float = 10.0) -> ReadResult:
     changed = None

@@ -11,12 +11,14 @@ new topic incarnation is never mistaken for an old one.
 import dagster as dg
 
 from aero_assets.codec import RunEventsDecoder, content_type_of
-from aero_assets.keys import WINDTUNNEL_RUN_CHAIN, windtunnel_runs
+from aero_assets.keys import RUNS_TOPIC_ASSET, SAMPLES_TOPIC_ASSET, WINDTUNNEL_RUN_CHAIN, windtunnel_runs
+from aero_assets.landing import LANDING_GROUP
 from resources.kafka import BrokerUnavailable, KafkaResource
-from sensors.kafka_events import TopicCursor, read_events
+from sensors.kafka_events import TopicCursor, landing_lag_hint, read_events
 
 
-def build_windtunnel_run_sensor(runs_topic: str, minimum_interval_seconds: int = 5) -> dg.SensorDefinition:
+def build_windtunnel_run_sensor(runs_topic: str, samples_topic: str,
+                                minimum_interval_seconds: int = 5) -> dg.SensorDefinition:
     decoder = RunEventsDecoder()
 
     @dg.sensor(
@@ -73,6 +75,30 @@ def build_windtunnel_run_sensor(runs_topic: str, minimum_interval_seconds: int =
             run_requests=requests,
             dynamic_partitions_requests=[windtunnel_runs.build_add_request(new_ids)] if new_ids else [],
             cursor=read.cursor.to_json(),
+            asset_events=_topic_observations(kafka, identity, read, bad, samples_topic),
         )
 
     return windtunnel_run_sensor
+
+
+def _topic_observations(kafka: KafkaResource, runs_identity, read, invalid: int,
+                        samples_topic: str) -> list[dg.AssetObservation]:
+    """What the topics look like, shown on their (external) assets in the UI; only on ticks that read events."""
+    obs = [dg.AssetObservation(asset_key=RUNS_TOPIC_ASSET, metadata={
+        "incarnation": runs_identity.incarnation,
+        "cluster_id": runs_identity.cluster_id,
+        "next_offsets": dg.MetadataValue.json({str(p): o for p, o in read.cursor.offsets.items()}),
+        "events_read": len(read.events),
+        "invalid_events": invalid,
+    })]
+    try:
+        samples = kafka.identity(samples_topic)
+        if samples is not None:
+            obs.append(dg.AssetObservation(asset_key=SAMPLES_TOPIC_ASSET, metadata={
+                "incarnation": samples.incarnation,
+                "landing_lag_hint": dg.MetadataValue.json(landing_lag_hint(kafka, samples, LANDING_GROUP)),
+                "note": "messages not yet landed, from watermarks: a lower bound on Tansu",
+            }))
+    except BrokerUnavailable:
+        pass  # the observation is a courtesy; the run requests above matter
+    return obs

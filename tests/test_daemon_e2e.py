@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from aero_assets.keys import QC_REPORT, RAW_RUN, RUN_EXPORT
+from aero_assets.keys import QC_REPORT, RAW_RUN, RUN_EXPORT, RUNS_TOPIC_ASSET
 from aero_assets.windtunnel.analytics import QC_BLOCKING
 from aero_assets.windtunnel.assets import COUNT_CHECK
 from resources.embedded_broker import stop_process_group
@@ -63,6 +63,8 @@ def test_the_daemon_lands_a_simulated_run_without_any_manual_step(tmp_path, brok
             run = instance.get_run_by_id(rec.run_id)
             assert run.tags["dagster/sensor_name"] == "windtunnel_run_sensor"
             assert run.tags["aero/topic"] == "windtunnel.runs"
+            topic_obs = instance.fetch_observations(dg.AssetRecordsFilter(asset_key=RUNS_TOPIC_ASSET), limit=1)
+            assert topic_obs.records, "the sensor observes the lifecycle topic on the asset graph"
     finally:
         stop_process_group(daemon)
     assert (home / "lake" / "windtunnel" / "raw_run" / f"run_id={run_id}" / "data.parquet").exists()

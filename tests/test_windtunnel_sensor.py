@@ -146,3 +146,18 @@ def test_a_failed_topic_description_is_an_outage_not_a_new_incarnation(settings,
     monkeypatch.setattr(KafkaResource, "admin", lambda self: FlakyAdmin(real_admin(self)))
     skipped = _tick(settings, instance, kafka, cursor=first.cursor)
     assert skipped.run_requests == [] and "did not describe topic" in skipped.skip_message
+
+
+def test_ticks_that_read_events_observe_both_topics(settings, instance, kafka, publisher):
+    from aero_assets.keys import RUNS_TOPIC_ASSET, SAMPLES_TOPIC_ASSET
+    from aero_assets.simulators.windtunnel import simulate_run
+
+    run = simulate_run("run-1", duration_s=0.05, started_ns=0, seed=1)
+    publisher.arrow(settings.topics.windtunnel_samples, run.table, "run-1", block=500)  # 4 messages, not landed
+    _finished(publisher, "run-1")
+    result = _tick(settings, instance, kafka)
+    obs = {e.asset_key: e for e in result.asset_events}
+    assert obs[RUNS_TOPIC_ASSET].metadata["next_offsets"].value == {"0": 2}
+    assert obs[RUNS_TOPIC_ASSET].metadata["incarnation"].value == kafka.identity(RUNS).incarnation
+    lag = obs[SAMPLES_TOPIC_ASSET].metadata["landing_lag_hint"].value["0"]
+    assert 1 <= lag <= 4  # a lower bound on Tansu (watermarks), exact on real Kafka

@@ -12,5 +12,5 @@ def build_defs(topics: Topics) -> dg.Definitions:
 
     return dg.Definitions(
         assets=[*build_windtunnel_landing(topics), *build_windtunnel_analytics(topics)],
-        sensors=[build_windtunnel_run_sensor(topics.windtunnel_runs)],
+        sensors=[build_windtunnel_run_sensor(topics.windtunnel_runs, topics.windtunnel_samples)],
     )
