@@ -154,3 +154,17 @@ def test_a_variant_waits_for_an_earlier_session_run_still_in_flight(settings, in
     info = run_info(read_run_events(lake.landing_dir(runs), "s1-run002"), "s1-run002")
     assert _choose_baseline(lake, runs, "s1-run002", info, wait=True) == (None, "waiting")
     assert _choose_baseline(lake, runs, "s1-run002", info, wait=False)[0] == "s1-run002"
+
+
+def test_a_zero_length_run_lands_and_fails_qc_with_a_clear_reason(settings, instance, kafka, publisher):
+    runs = settings.topics.windtunnel_runs
+    publisher.json(runs, {"event": "run_started", "run_id": "s1-empty", "session_id": "s1",
+                          "started_at": "2026-01-01T00:00:00Z", "config": {}, "baseline_run_id": None}, "s1-empty")
+    publisher.json(runs, {"event": "run_finished", "run_id": "s1-empty", "finished_at": "2026-01-01T00:00:01Z",
+                          "sample_count": 0}, "s1-empty")
+    result, mats, checks = _chain(settings, instance, "s1-empty")
+    assert not result.success
+    assert set(mats) == {RAW_RUN, QC_REPORT}
+    assert mats[RAW_RUN].metadata["dagster/row_count"].value == 0
+    assert not checks[QC_BLOCKING].passed and "no samples" in checks[QC_BLOCKING].description
+    assert not (settings.home / "exports" / "s1-empty").exists()
