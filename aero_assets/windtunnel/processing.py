@@ -111,7 +111,7 @@ def process_run(series: RunSeries, catalog: Catalog, cfg: ProcessingConfig | Non
 
     cfg = cfg or ProcessingConfig()
     target = cfg.target_rate_hz
-    n_t = int(np.floor(series.span_s * target + 1e-6)) + 1
+    n_t = series.grid_size(target)
     grid = np.arange(n_t) / target
     channels = series.channels
     values = np.full((len(channels), n_t), np.nan)
@@ -140,7 +140,7 @@ def process_run(series: RunSeries, catalog: Catalog, cfg: ProcessingConfig | Non
                 tv, vv, _ = cleaned[i]
                 values[i] = np.interp(grid, tv, vv)
             continue
-        n_native = int(np.floor(series.span_s * rate + 1e-6)) + 1
+        n_native = series.grid_size(rate)
         native = np.arange(n_native) / rate
         stack = np.empty((len(idx), n_native))
         for row, i in enumerate(idx):

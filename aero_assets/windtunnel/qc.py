@@ -101,13 +101,8 @@ class RunQC:
         return {(c.channel, kind) for c in self.channels for col, kind in FAULT_COLUMNS.items() if getattr(c, col)}
 
     def flags(self, series: RunSeries, channel: str, th: QCThresholds, catalog: Catalog) -> dict[str, np.ndarray]:
-        """Sample masks of one channel (for plots): spikes and out-of-range samples."""
-        v = series.v[channel]
-        spikes = _spike_mask(v, th.spike_z)
-        oor = np.zeros(v.size, bool)
-        if channel in catalog.frame.index:
-            row = catalog.frame.loc[channel]
-            oor = ((v < row["min"]) | (v > row["max"])) & ~spikes
+        """Sample masks of one channel (for plots): the same spikes and out-of-range samples QC counted."""
+        spikes, oor = sample_masks(channel, series.v[channel], catalog, th.spike_z)
         return {"spike": spikes, "out_of_range": oor}
 
 
@@ -133,13 +128,26 @@ def _spike_mask(v: np.ndarray, z: float) -> np.ndarray:
     return mask
 
 
-def invalid_mask(channel: str, v: np.ndarray, catalog: Catalog, spike_z: float) -> np.ndarray:
-    """Samples processing must not use: non-finite, spikes, and out of the catalog range."""
-    bad = ~np.isfinite(v) | _spike_mask(v, spike_z)
+def sample_masks(channel: str, v: np.ndarray, catalog: Catalog, spike_z: float) -> tuple[np.ndarray, np.ndarray]:
+    """(spikes, out_of_range) of one channel: what QC counts, plots and processing removes.
+
+    Out-of-range needs the catalog; a spike inside a sustained out-of-range stretch is the sensor's
+    scatter there, not a spike, and a spike that leaves the range is a spike, not out-of-range.
+    """
+    spikes = _spike_mask(v, spike_z)
+    oor = np.zeros(v.size, dtype=bool)
     if channel in catalog.frame.index:
         row = catalog.frame.loc[channel]
-        bad |= (v < row["min"]) | (v > row["max"])
-    return bad
+        outside = np.isfinite(v) & ((v < row["min"]) | (v > row["max"]))
+        spikes[1:-1] &= ~(outside[:-2] & outside[2:])
+        oor = outside & ~spikes
+    return spikes, oor
+
+
+def invalid_mask(channel: str, v: np.ndarray, catalog: Catalog, spike_z: float) -> np.ndarray:
+    """Samples processing must not use: non-finite, spikes, and out of the catalog range."""
+    spikes, oor = sample_masks(channel, v, catalog, spike_z)
+    return ~np.isfinite(v) | spikes | oor
 
 
 def _longest_equal_run(v: np.ndarray) -> int:
@@ -187,7 +195,7 @@ def check_channel(name: str, t_ns: np.ndarray, v: np.ndarray, series: RunSeries,
 
     # missing samples and gaps (including before the first and after the last sample)
     if rate > 0:
-        qc.expected_samples = int(np.floor(series.span_s * rate + 1e-6)) + 1
+        qc.expected_samples = series.grid_size(rate)
         qc.missing_fraction = float(max(0.0, 1.0 - n / qc.expected_samples))
         edges = np.concatenate([[(t_ns[0] - series.start_ns) / 1e9 + period], dt,
                                 [(series.end_ns - t_ns[-1]) / 1e9 + period]])
@@ -202,22 +210,14 @@ def check_channel(name: str, t_ns: np.ndarray, v: np.ndarray, series: RunSeries,
 
     finite = np.isfinite(v)
     qc.nonfinite_count = int((~finite).sum())
-    spikes = _spike_mask(v, th.spike_z)
+    spikes, oor = sample_masks(name, v, catalog, th.spike_z)
     qc.spike_count = int(spikes.sum())
     qc.spike = qc.spike_count > 0
     flat = _longest_equal_run(v[finite])
     qc.flat_max_s = float(flat * period) if period else 0.0
     qc.stuck = flat >= max(th.flat_min_samples, th.flat_min_seconds * rate)
-    oor = np.zeros(n, dtype=bool)
-    if known:
-        outside = finite & ((v < row["min"]) | (v > row["max"]))
-        # inside a sustained out-of-range stretch, the sensor's scatter is not a spike
-        spikes[1:-1] &= ~(outside[:-2] & outside[2:])
-        qc.spike_count = int(spikes.sum())
-        qc.spike = qc.spike_count > 0
-        oor = outside & ~spikes
-        qc.out_of_range_count = int(oor.sum())
-        qc.out_of_range = qc.out_of_range_count >= th.out_of_range_min_samples
+    qc.out_of_range_count = int(oor.sum())
+    qc.out_of_range = known and qc.out_of_range_count >= th.out_of_range_min_samples
     qc.drift_score = _drift_score((t_ns - series.start_ns) / 1e9, v, window, ~spikes & ~oor, th.drift_min_window_s)
     qc.drift = qc.drift_score > th.drift_z
 
@@ -269,7 +269,7 @@ def run_qc(series: RunSeries, catalog: Catalog, th: QCThresholds | None = None,
     for ch in catalog.channels:
         if ch not in present:
             rows.append(ChannelQC(ch, str(fr.at[ch, "category"]), True, float(catalog.rate(ch)),
-                                  expected_samples=int(np.floor(series.span_s * catalog.rate(ch))) + 1,
+                                  expected_samples=series.grid_size(catalog.rate(ch)),
                                   missing_fraction=1.0, status=FAIL, reasons=["channel missing from the run"]))
     rows.sort(key=lambda r: (r.category, r.channel))
 

@@ -35,6 +35,10 @@ class RunSeries:
     def samples(self) -> int:
         return int(sum(a.size for a in self.v.values()))
 
+    def grid_size(self, rate_hz: float) -> int:
+        """Samples a channel at `rate_hz` has over the run's span, both ends included."""
+        return int(np.floor(self.span_s * rate_hz + 1e-6)) + 1  # 1e-6: 0.999999.. * rate is still a sample
+
     def seconds(self, channel: str) -> np.ndarray:
         return (self.t[channel] - self.start_ns) / 1e9
 
