@@ -106,25 +106,27 @@ def landed_files(topic_dir: Path, incarnation: str | None = None, split: tuple[s
     return [p for _, _, p in sorted(out)]
 
 
-def _remove_orphans(topic_dir: Path, incarnation: str, partition: int, committed: int) -> int:
-    """Delete files of a landing that wrote but never committed (first offset >= committed)."""
-    removed = 0
+def _partition_files(topic_dir: Path, incarnation: str, partition: int) -> list[tuple[Path, int, int]]:
+    """(path, first, last) of every file landed for one (incarnation, partition), in any split folder."""
+    out = []
     for p in topic_dir.glob(f"**/{incarnation}-p{partition}-*.parquet"):
         parsed = parse_file_name(p.name)
-        if parsed and parsed[2] >= committed:
-            p.unlink(missing_ok=True)
-            removed += 1
-    return removed
+        if parsed:
+            out.append((p, parsed[2], parsed[3]))
+    return out
+
+
+def _remove_orphans(topic_dir: Path, incarnation: str, partition: int, committed: int) -> int:
+    """Delete files of a landing that wrote but never committed (first offset >= committed)."""
+    orphans = [p for p, first, _ in _partition_files(topic_dir, incarnation, partition) if first >= committed]
+    for p in orphans:
+        p.unlink(missing_ok=True)
+    return len(orphans)
 
 
 def _landed_end(topic_dir: Path, incarnation: str, partition: int) -> int:
     """One past the last offset landed for (incarnation, partition); 0 when nothing was landed."""
-    end = 0
-    for p in topic_dir.glob(f"**/{incarnation}-p{partition}-*.parquet"):
-        parsed = parse_file_name(p.name)
-        if parsed:
-            end = max(end, parsed[3] + 1)
-    return end
+    return max((last + 1 for _, _, last in _partition_files(topic_dir, incarnation, partition)), default=0)
 
 
 def land_topic(
