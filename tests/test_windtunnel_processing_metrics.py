@@ -31,8 +31,8 @@ def test_all_channels_share_one_time_base_at_the_target_rate():
 
 def test_the_table_round_trips():
     p = _proc(simulate_run("r", duration_s=2, started_ns=123_000_000_000, seed=1))
-    back = ProcessedRun.from_table(p.table(), 100)
-    assert back.channels == p.channels and back.start_ns == p.start_ns
+    back = ProcessedRun.from_table(p.table())
+    assert back.channels == p.channels and back.start_ns == p.start_ns and back.rate_hz == 100
     assert np.array_equal(back.flags, p.flags) and np.allclose(back.values, p.values, equal_nan=True)
 
 

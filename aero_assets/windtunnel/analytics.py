@@ -217,7 +217,7 @@ def build_windtunnel_analytics(topics: Topics) -> list:
                      warehouse: WarehouseResource) -> dg.MaterializeResult:
         run_id = context.partition_key
         proc_path = lake.partition_dir(PROCESSED_RUN, run_id=run_id) / "data.parquet"
-        proc = ProcessedRun.from_table(pq.read_table(proc_path), rate_hz=_rate_of(proc_path))
+        proc = ProcessedRun.from_table(pq.read_table(proc_path))
         table, summary = compute_metrics(run_id, proc, load_catalog())
         path, _ = _write(lake, AERO_METRICS, run_id, table)
         _view(warehouse, lake, AERO_METRICS, context.log)
@@ -270,7 +270,7 @@ def build_windtunnel_analytics(topics: Topics) -> list:
         if status not in ("pass", "warn"):
             raise dg.Failure(f"run {run_id!r} has QC status {status!r}: only QC-passed runs are exported")
         proc_path = lake.partition_dir(PROCESSED_RUN, run_id=run_id) / "data.parquet"
-        proc = ProcessedRun.from_table(pq.read_table(proc_path), rate_hz=_rate_of(proc_path))
+        proc = ProcessedRun.from_table(pq.read_table(proc_path))
         wide = pa.table({"ts": pa.array(proc.start_ns + np.round(proc.t_s * 1e9).astype(np.int64))
                          .cast(pa.timestamp("ns", tz="UTC")), "t_s": proc.t_s,
                          **{c: pa.array(proc.values[i], from_pandas=True) for i, c in enumerate(proc.channels)}})
@@ -304,11 +304,6 @@ def build_windtunnel_analytics(topics: Topics) -> list:
         })
 
     return [qc_report, processed_run, aero_metrics, run_comparison, run_export]
-
-
-def _rate_of(path) -> int:
-    ts = pq.read_table(path, columns=["ts"])["ts"].slice(0, 2).cast(pa.int64()).to_pylist()
-    return round(1e9 / (ts[1] - ts[0])) if len(ts) == 2 and ts[1] > ts[0] else 100
 
 
 def _metrics_with_id(lake: LakeResource, run_id: str) -> pa.Table:

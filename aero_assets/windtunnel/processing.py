@@ -69,8 +69,11 @@ class ProcessedRun:
         })
 
     @classmethod
-    def from_table(cls, table: pa.Table, rate_hz: int) -> ProcessedRun:
-        """Inverse of `table()`: every channel shares the same grid, so a reshape suffices."""
+    def from_table(cls, table: pa.Table) -> ProcessedRun:
+        """Inverse of `table()`: every channel shares the same grid, so a reshape suffices.
+
+        The rate is the grid's: read from the first two timestamps of the first channel.
+        """
         ch = table["channel"].combine_chunks()
         enc = ch if pa.types.is_dictionary(ch.type) else ch.dictionary_encode()
         codes = enc.indices.to_numpy(zero_copy_only=False)
@@ -83,7 +86,9 @@ class ProcessedRun:
         fl = fl if pa.types.is_dictionary(fl.type) else fl.dictionary_encode()
         lut = np.array([FLAG_NAMES.index(n) for n in fl.dictionary.to_pylist()], np.int8)
         flags = lut[fl.indices.to_numpy(zero_copy_only=False)]
-        start = int(table["ts"][0].cast(pa.int64()).as_py()) if table.num_rows else 0
+        ts = table["ts"].slice(0, 2).cast(pa.int64()).to_pylist()
+        start = ts[0] if ts else 0
+        rate_hz = round(1e9 / (ts[1] - ts[0])) if n_t > 1 and ts[1] > ts[0] else ProcessingConfig.target_rate_hz
         return cls(start, rate_hz, order, values, flags.reshape(n_ch, n_t), {})
 
 
