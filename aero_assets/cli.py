@@ -14,15 +14,11 @@ from collections.abc import Sequence
 from resources.settings import SettingsError, load_settings
 
 
-def _port_of(bootstrap: str) -> int:
-    return int(bootstrap.split(",")[0].rsplit(":", 1)[1])
-
-
 def cmd_broker(args: argparse.Namespace) -> int:
     from aero_assets.stack import run_broker_forever
 
     settings = load_settings()
-    port = args.port or _port_of(settings.kafka.bootstrap_servers)
+    port = args.port or settings.kafka.first_port
     return run_broker_forever(settings, port, args.partitions)
 
 

@@ -118,7 +118,7 @@ def prepare_dagster_home(settings: Settings) -> Path:
 def run_demo(settings: Settings, *, ui_port: int, runs: int, duration_s: float, interval_s: float,
              fault_rate: float) -> int:
     stop = _stop_event()
-    port = int(settings.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+    port = settings.kafka.first_port
     broker = None
     if settings.env == "local" and not port_is_open("127.0.0.1", port):
         broker, kafka = start_broker(settings, port)

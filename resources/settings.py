@@ -62,6 +62,11 @@ class KafkaSettings:
     ssl_ca_location: str | None = None
     partitions: int = 1
 
+    @property
+    def first_port(self) -> int:
+        """Port of the first bootstrap server: where `aero broker` / `aero demo` start the embedded one."""
+        return int(self.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+
 
 @dataclass(frozen=True)
 class Settings:
