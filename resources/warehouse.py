@@ -7,6 +7,7 @@ Creating a view is a short write; dagster-duckdb's connect retries cover the rar
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -44,3 +45,14 @@ class WarehouseResource(DuckDBResource):
                 "union_by_name = true)"
             )
         return True
+
+    def try_refresh_view(self, schema: str, name: str, base_dir: Path, log: logging.Logger) -> bool:
+        """`refresh_view` that never fails the caller: the view is a convenience, the lake file is the data.
+
+        A landing or a QC step must not fail because an analyst holds the DuckDB file open.
+        """
+        try:
+            return self.refresh_view(schema, name, base_dir)
+        except Exception as exc:  # lock held by another process, disk full, ...
+            log.warning(f"could not refresh the DuckDB view {schema}.{name}: {exc}")
+            return False

@@ -82,13 +82,6 @@ def _write(lake: LakeResource, key: dg.AssetKey, run_id: str, table: pa.Table) -
     return str(path), write_parquet_atomic(table, path)
 
 
-def _view(warehouse: WarehouseResource, lake: LakeResource, key: dg.AssetKey, log) -> None:
-    try:
-        warehouse.refresh_view(WINDTUNNEL, key.path[-1], lake.asset_dir(key))
-    except Exception as exc:  # the view is a convenience; the lake file is the data
-        log.warning(f"could not refresh the DuckDB view {WINDTUNNEL}.{key.path[-1]}: {exc}")
-
-
 def _raw_series(lake: LakeResource, run_id: str) -> RunSeries:
     path = lake.partition_dir(RAW_RUN, run_id=run_id) / "data.parquet"
     if not path.exists():
@@ -160,7 +153,7 @@ def build_windtunnel_analytics(topics: Topics) -> list:
         th = config.thresholds()
         qc = run_qc(series, load_catalog(), th, repaired=_repaired(context, run_id))
         path, _size = _write(lake, QC_REPORT, run_id, qc.table(run_id))
-        _view(warehouse, lake, QC_REPORT, context.log)
+        warehouse.try_refresh_view(WINDTUNNEL, QC_REPORT.path[-1], lake.asset_dir(QC_REPORT), context.log)
         counts = qc.counts()
         failed = [c.channel for c in qc.channels if c.status == FAIL]
         warned = [c.channel for c in qc.channels if c.status == "warn"]
@@ -197,7 +190,7 @@ def build_windtunnel_analytics(topics: Topics) -> list:
         series = _raw_series(lake, run_id)
         proc = process_run(series, load_catalog(), ProcessingConfig(**config.model_dump()))
         path, size = _write(lake, PROCESSED_RUN, run_id, proc.table())
-        _view(warehouse, lake, PROCESSED_RUN, context.log)
+        warehouse.try_refresh_view(WINDTUNNEL, PROCESSED_RUN.path[-1], lake.asset_dir(PROCESSED_RUN), context.log)
         flag_counts = np.bincount(proc.flags.ravel(), minlength=len(FLAG_NAMES))
         plot = {c: (proc.t_s, proc.channel(c)) for c in PROCESSED_CHANNELS if c in proc.channels}
         return dg.MaterializeResult(metadata={
@@ -220,7 +213,7 @@ def build_windtunnel_analytics(topics: Topics) -> list:
         proc = ProcessedRun.from_table(pq.read_table(proc_path))
         table, summary = compute_metrics(run_id, proc, load_catalog())
         path, _ = _write(lake, AERO_METRICS, run_id, table)
-        _view(warehouse, lake, AERO_METRICS, context.log)
+        warehouse.try_refresh_view(WINDTUNNEL, AERO_METRICS.path[-1], lake.asset_dir(AERO_METRICS), context.log)
         md = {k: (round(v, 5) if isinstance(v, float) and np.isfinite(v) else None)
               for k, v in summary.get("headline", {}).items()}
         return dg.MaterializeResult(metadata={
@@ -249,7 +242,7 @@ def build_windtunnel_analytics(topics: Topics) -> list:
                              "nor any QC-passed run of its session has aero_metrics yet.")
         comp = compare_runs(_metrics_with_id(lake, run_id), _metrics_with_id(lake, baseline), alpha=config.alpha)
         path, _ = _write(lake, RUN_COMPARISON, run_id, comp)
-        _view(warehouse, lake, RUN_COMPARISON, context.log)
+        warehouse.try_refresh_view(WINDTUNNEL, RUN_COMPARISON.path[-1], lake.asset_dir(RUN_COMPARISON), context.log)
         coeff = [r for r in comp.to_pylist() if r["kind"] == "coefficient"]
         return dg.MaterializeResult(metadata={
             "baseline_run_id": baseline,

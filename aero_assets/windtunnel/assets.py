@@ -91,8 +91,8 @@ def build_windtunnel_landing(topics: Topics) -> list:
 
         out_dir = lake.partition_dir(RAW_RUN, run_id=run_id)
         size = write_parquet_atomic(samples, out_dir / "data.parquet")
-        warehouse.refresh_view(WINDTUNNEL, "raw_run", lake.asset_dir(RAW_RUN))
-        warehouse.refresh_view(WINDTUNNEL, "run_events", lake.landing_dir(runs_topic))
+        warehouse.try_refresh_view(WINDTUNNEL, "raw_run", lake.asset_dir(RAW_RUN), context.log)
+        warehouse.try_refresh_view(WINDTUNNEL, "run_events", lake.landing_dir(runs_topic), context.log)
 
         catalog = load_catalog()
         channels = pc.unique(samples["channel"]).to_pylist()
