@@ -26,7 +26,8 @@ def build_windtunnel_run_sensor(runs_topic: str, samples_topic: str,
         asset_selection=WINDTUNNEL_RUN_CHAIN,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Lands each wind-tunnel run when `run_finished` appears on `{runs_topic}`.",
+        description=f"When `run_finished` appears on `{runs_topic}`: lands, QCs, processes, measures, "
+                    "compares and exports that run, in one run.",
     )
     def windtunnel_run_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource):
         cursor = TopicCursor.from_json(context.cursor)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from aero_assets.codec import JSON, WindtunnelSamplesDecoder
 from aero_assets.landing import land_topic
-from aero_assets.simulators.publish import ARROW_HEADERS, _produce, arrow_blocks
+from aero_assets.simulators.publish import ARROW_HEADERS, arrow_blocks, produce_waiting
 from aero_assets.simulators.windtunnel import simulate_run
 from aero_assets.windtunnel.catalog import load_catalog
 from resources.embedded_broker import EmbeddedBroker, free_port
@@ -42,7 +42,7 @@ def _produce_arrow(kafka: KafkaResource, topic: str, samples: int, block_samples
     producer = kafka.producer()
     with _bar(table.num_rows, "produce arrow") as bar:
         for rows, block in arrow_blocks(table, block_samples):
-            _produce(producer, topic, b"bench-run", block, ARROW_HEADERS)
+            produce_waiting(producer, topic, b"bench-run", block, ARROW_HEADERS)
             producer.poll(0)
             bar.update(rows)
     producer.flush(120)
@@ -62,7 +62,7 @@ def _produce_json(kafka: KafkaResource, topic: str, samples: int) -> int:
         for i in range(table.num_rows):  # the baseline's wire format is one message per sample
             rec = {"run_id": "bench-json", "ts": int(ts[i]), "channel": channels[i], "value": float(values[i])}
             msg = json.dumps(rec)
-            _produce(producer, topic, b"bench-json", msg.encode(), headers)
+            produce_waiting(producer, topic, b"bench-json", msg.encode(), headers)
             if i % 10_000 == 0:
                 producer.poll(0)
                 bar.update(10_000 if i else 0)

@@ -39,7 +39,8 @@ def arrow_blocks(table: pa.Table, block_samples: int) -> list[tuple[int, bytes]]
     return out
 
 
-def _produce(producer, topic: str, key: bytes, value: bytes, headers) -> None:
+def produce_waiting(producer, topic: str, key: bytes, value: bytes, headers) -> None:
+    """produce(), waiting for the local queue to drain when it is full instead of failing."""
     while True:
         try:
             producer.produce(topic, value=value, key=key, headers=headers)
@@ -69,10 +70,10 @@ def publish_run(
         "started_at": iso(run.started_ns), "config": run.ground_truth()["config"],
         "baseline_run_id": baseline_run_id,
     }
-    _produce(producer, runs_topic, key, json.dumps(started).encode(), JSON_HEADERS)
+    produce_waiting(producer, runs_topic, key, json.dumps(started).encode(), JSON_HEADERS)
     producer.flush(30)  # the start event precedes the samples
     for rows, block in arrow_blocks(run.table, block_samples):
-        _produce(producer, samples_topic, key, block, ARROW_HEADERS)
+        produce_waiting(producer, samples_topic, key, block, ARROW_HEADERS)
         producer.poll(0)
         if on_block is not None:
             on_block(rows)
@@ -81,7 +82,7 @@ def publish_run(
     last_ns = int(np.asarray(run.table["ts"].cast(pa.int64())[-1].as_py())) if run.sample_count else run.started_ns
     finished = {"event": "run_finished", "run_id": run.run_id, "finished_at": iso(last_ns),
                 "sample_count": run.sample_count}
-    _produce(producer, runs_topic, key, json.dumps(finished).encode(), JSON_HEADERS)
+    produce_waiting(producer, runs_topic, key, json.dumps(finished).encode(), JSON_HEADERS)
     if producer.flush(30) > 0:
         raise RuntimeError(f"run_finished of {run.run_id} was not acknowledged within 30s")
     if ground_truth_dir is not None:
