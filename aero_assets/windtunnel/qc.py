@@ -102,7 +102,7 @@ class RunQC:
 
     def flags(self, series: RunSeries, channel: str, th: QCThresholds, catalog: Catalog) -> dict[str, np.ndarray]:
         """Sample masks of one channel (for plots): the same spikes and out-of-range samples QC counted."""
-        spikes, oor = sample_masks(channel, series.v[channel], catalog, th.spike_z)
+        spikes, oor = sample_masks(series.v[channel], th.spike_z, catalog_bounds(catalog, channel))
         return {"spike": spikes, "out_of_range": oor}
 
 
@@ -128,26 +128,35 @@ def _spike_mask(v: np.ndarray, z: float) -> np.ndarray:
     return mask
 
 
-def sample_masks(channel: str, v: np.ndarray, catalog: Catalog, spike_z: float) -> tuple[np.ndarray, np.ndarray]:
+def catalog_bounds(catalog: Catalog, channel: str) -> tuple[float, float] | None:
+    """(min, max) of a catalog channel; None for a channel the catalog does not know."""
+    if channel not in catalog.frame.index:
+        return None
+    return float(catalog.frame.at[channel, "min"]), float(catalog.frame.at[channel, "max"])
+
+
+def sample_masks(v: np.ndarray, spike_z: float, bounds: tuple[float, float] | None,
+                 finite: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(spikes, out_of_range) of one channel: what QC counts, plots and processing removes.
 
-    Out-of-range needs the catalog; a spike inside a sustained out-of-range stretch is the sensor's
-    scatter there, not a spike, and a spike that leaves the range is a spike, not out-of-range.
+    Out-of-range needs catalog bounds; a spike inside a sustained out-of-range stretch is the
+    sensor's scatter there, not a spike, and a spike that leaves the range is a spike, not
+    out-of-range. Pass `finite` when the caller already has it (one pass less per channel).
     """
     spikes = _spike_mask(v, spike_z)
-    oor = np.zeros(v.size, dtype=bool)
-    if channel in catalog.frame.index:
-        row = catalog.frame.loc[channel]
-        outside = np.isfinite(v) & ((v < row["min"]) | (v > row["max"]))
-        spikes[1:-1] &= ~(outside[:-2] & outside[2:])
-        oor = outside & ~spikes
-    return spikes, oor
+    if bounds is None:
+        return spikes, np.zeros(v.size, dtype=bool)
+    finite = np.isfinite(v) if finite is None else finite
+    outside = finite & ((v < bounds[0]) | (v > bounds[1]))
+    spikes[1:-1] &= ~(outside[:-2] & outside[2:])
+    return spikes, outside & ~spikes
 
 
 def invalid_mask(channel: str, v: np.ndarray, catalog: Catalog, spike_z: float) -> np.ndarray:
     """Samples processing must not use: non-finite, spikes, and out of the catalog range."""
-    spikes, oor = sample_masks(channel, v, catalog, spike_z)
-    return ~np.isfinite(v) | spikes | oor
+    finite = np.isfinite(v)
+    spikes, oor = sample_masks(v, spike_z, catalog_bounds(catalog, channel), finite)
+    return ~finite | spikes | oor
 
 
 def _longest_equal_run(v: np.ndarray) -> int:
@@ -210,7 +219,7 @@ def check_channel(name: str, t_ns: np.ndarray, v: np.ndarray, series: RunSeries,
 
     finite = np.isfinite(v)
     qc.nonfinite_count = int((~finite).sum())
-    spikes, oor = sample_masks(name, v, catalog, th.spike_z)
+    spikes, oor = sample_masks(v, th.spike_z, (float(row["min"]), float(row["max"])) if known else None, finite)
     qc.spike_count = int(spikes.sum())
     qc.spike = qc.spike_count > 0
     flat = _longest_equal_run(v[finite])
