@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from aero_assets.arrow_limits import ArrowLimitError, check_decoded_size
 from aero_assets.ids import InvalidIdentifier, validate_id
 
 JSON = "application/json"
@@ -28,6 +29,9 @@ ARROW = "application/vnd.apache.arrow.stream"
 _ARROW_MAGIC = b"\xff\xff\xff\xff"
 TS_TYPE = pa.timestamp("ns", tz="UTC")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Decoded bytes one Arrow message may expand to (buffer compression makes a small message large).
+# A 4,000-sample block is ~120 KB decoded; 64 MiB leaves room for blocks 500x larger.
+MAX_DECODED_BYTES = 64 * 1024 * 1024
 
 
 class DecodeError(ValueError):
@@ -156,12 +160,37 @@ def _optional_id(obj: dict[str, Any], field: str) -> str | None:
         raise DecodeError(str(exc)) from None
 
 
+def read_arrow_stream(value: bytes, max_decoded_bytes: int = MAX_DECODED_BYTES) -> pa.Table:
+    """An Arrow IPC stream as a table; refused with a reason if broken or if it would expand too far."""
+    try:
+        check_decoded_size(value, max_decoded_bytes)
+        return pa.ipc.open_stream(value).read_all()
+    except ArrowLimitError as exc:
+        raise DecodeError(f"Arrow IPC stream refused: {exc}") from None
+    except (OSError, pa.ArrowException) as exc:  # pyarrow reports framing errors as OSError
+        raise DecodeError(f"Arrow IPC stream is truncated or corrupt ({_arrow_problem(exc)})") from None
+
+
+def _arrow_problem(exc: Exception) -> str:
+    text = str(exc).strip()
+    if "Expected to be able to read" in text or "Expected to read" in text:
+        return f"the message ends before the stream does: {text}"
+    if "flatbuffer" in text.lower():
+        return f"the batch metadata is not valid Arrow: {text}"
+    if "compress" in text.lower():
+        return f"a compressed buffer does not decompress: {text}"
+    return text or type(exc).__name__
+
+
 # -- windtunnel.samples ---------------------------------------------------------------------------
 class WindtunnelSamplesDecoder:
     """Long-format samples of one run; key = run id. Arrow IPC or two JSON shapes."""
 
     schema = pa.schema([("ts", TS_TYPE), ("channel", pa.string()), ("value", pa.float64())])
     split_column = "run_id"
+
+    def __init__(self, max_decoded_bytes: int = MAX_DECODED_BYTES):
+        self.max_decoded_bytes = max_decoded_bytes
 
     def decode(self, value: bytes | None, key: bytes | None, content_type: str) -> Decoded:
         run_id = _key_id(key, "run id")
@@ -195,10 +224,9 @@ class WindtunnelSamplesDecoder:
         return Decoded(table, run_id)
 
     def _arrow(self, value: bytes) -> pa.Table:
-        try:
-            table = pa.ipc.open_stream(value).read_all()
-        except (pa.ArrowInvalid, pa.ArrowException) as exc:
-            raise DecodeError(f"invalid Arrow IPC stream: {exc}") from None
+        return self._validate(read_arrow_stream(value, self.max_decoded_bytes))
+
+    def _validate(self, table: pa.Table) -> pa.Table:
         if table.schema.equals(self.schema):  # fast path: the simulator's and well-behaved rigs' schema
             if table["ts"].null_count or table["channel"].null_count:
                 raise DecodeError("ts and channel must not be null")

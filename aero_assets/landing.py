@@ -1,18 +1,23 @@
 """Generic landing: Kafka topic -> Parquet files in the lake, exactly once in effect.
 
-How exactly-once holds without transactions:
-- A landing reads from the consumer group's committed offset to the partition's end (an EOF
-  event, not the watermark: Tansu under-reports watermarks) and records the offsets it consumed.
+How exactly-once holds without transactions (the state it keeps is described in `landing_state`):
+- A landing holds the topic's exclusive lock (`flock` on a file in the topic folder) from start to
+  end, so two landings of one topic never interleave, whatever the Dagster pool says.
+- It reads from its start position to the partition's end (an EOF event, not the watermark: Tansu
+  under-reports watermarks) and records the offsets it consumed. The start position is the
+  consumer group's committed offset or, when the group has none (first landing, expired offsets),
+  the lake checkpoint: the end of the last chunk whose files were all durable.
 - Files are named `<incarnation>-p<partition>-<first>-<last>.parquet`, so landing the same range
-  again overwrites the same file.
-- Offsets are committed only after the files (and the DLQ messages) are durable.
-- Files whose first offset is at or past the committed offset can only come from a landing that
-  died before its commit; they are removed before the range is landed again, so a crash between
-  write and commit can neither lose nor duplicate rows.
-- Two landings of one topic must not run at once: the Dagster assets that call this share a pool.
+  again overwrites the same file. Files at or past the start position come from a landing that
+  died before finishing its chunk; they are removed before the range is landed again, and so are
+  temporary files of killed writers.
+- Per chunk: files durable -> DLQ messages acknowledged -> checkpoint -> offsets committed. A
+  commit never moves the group's offset backwards: if another landing moved it meanwhile, this
+  one stops with an error instead of committing.
 
-Bad messages never stop a landing: they go to `<topic>.dlq` with the reason in the `aero-error`
-header and are counted in the result.
+Bad messages never stop a landing: they go to `<topic>.dlq` (see `aero_assets.dlq`) and are
+counted in the result. Memory stays bounded: chunks are capped in messages and bytes, and decoders
+refuse messages that would expand past their limit.
 """
 
 from __future__ import annotations
@@ -29,13 +34,30 @@ import pyarrow as pa
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from aero_assets.codec import DecodeError, Decoder, content_type_of
+from aero_assets.dlq import ERROR_HEADER, DlqWriter
+from aero_assets.landing_state import (
+    Checkpoint,
+    file_name,
+    landed_files,
+    parse_file_name,
+    remove_files_from,
+    remove_temp_files,
+    topic_lock,
+)
 from resources.kafka import KafkaResource, TopicIdentity
 from resources.lake import write_parquet_atomic
+
+__all__ = ["ERROR_HEADER", "LANDING_GROUP", "LandingConflict", "LandingResult", "land_topic", "landed_files",
+           "parse_file_name"]
 
 log = logging.getLogger(__name__)
 
 LANDING_GROUP = "aero-landing"
-ERROR_HEADER = "aero-error"
+CHUNK_BYTES = 256 * 1024 * 1024  # message bytes held in memory per chunk, all partitions together
+
+
+class LandingConflict(RuntimeError):
+    """Another landing moved the committed offset while this one ran; committing would move it back."""
 
 
 @dataclass
@@ -50,13 +72,19 @@ class LandingResult:
     topic: str
     incarnation: str | None
     ranges: dict[int, list[PartitionRange]] = field(default_factory=dict)
+    start_offsets: dict[int, int] = field(default_factory=dict)
+    start_source: str = ""
     messages: int = 0
     rows: int = 0
     dlq_messages: int = 0
+    dlq_repeats_skipped: int = 0
+    dlq_oversized: int = 0
     dlq_reasons: Counter = field(default_factory=Counter)
     files: list[Path] = field(default_factory=list)
     bytes_written: int = 0
     orphans_removed: int = 0
+    temp_files_removed: int = 0
+    lock_wait_seconds: float = 0.0
     seconds: float = 0.0
     splits: set[str] = field(default_factory=set)
 
@@ -69,64 +97,20 @@ class LandingResult:
             "rows": int(self.rows),
             "dlq_messages": int(self.dlq_messages),
             "dlq_reasons": dict(self.dlq_reasons.most_common(10)),
+            "dlq_oversized_kept_in_lake": int(self.dlq_oversized),
+            "dlq_repeats_skipped": int(self.dlq_repeats_skipped),
+            "start_offsets": {str(p): o for p, o in sorted(self.start_offsets.items())},
+            "start_from": self.start_source,
             "offset_ranges": {
                 str(p): [[r.first, r.last] for r in rs] for p, rs in sorted(self.ranges.items())
             },
             "files_written": len(self.files),
             "bytes_written": int(self.bytes_written),
             "orphan_files_removed": int(self.orphans_removed),
+            "temp_files_removed": int(self.temp_files_removed),
+            "lock_wait_seconds": round(self.lock_wait_seconds, 3),
             "landing_seconds": round(self.seconds, 3),
         }
-
-
-def file_name(incarnation: str, partition: int, first: int, last: int) -> str:
-    return f"{incarnation}-p{partition}-{first:020d}-{last:020d}.parquet"
-
-
-def parse_file_name(name: str) -> tuple[str, int, int, int] | None:
-    stem = name.removesuffix(".parquet")
-    parts = stem.split("-")
-    if len(parts) != 4 or not parts[1].startswith("p"):
-        return None
-    try:
-        return parts[0], int(parts[1][1:]), int(parts[2]), int(parts[3])
-    except ValueError:
-        return None
-
-
-def landed_files(topic_dir: Path, incarnation: str | None = None, split: tuple[str, str] | None = None) -> list[Path]:
-    """Landed files of a topic, optionally of one incarnation and one split value, in offset order."""
-    base = topic_dir / f"{split[0]}={split[1]}" if split else topic_dir
-    pattern = "*.parquet" if split else "**/*.parquet"
-    out = []
-    for p in base.glob(pattern):
-        parsed = parse_file_name(p.name)
-        if parsed and (incarnation is None or parsed[0] == incarnation):
-            out.append((parsed[1], parsed[2], p))
-    return [p for _, _, p in sorted(out)]
-
-
-def _partition_files(topic_dir: Path, incarnation: str, partition: int) -> list[tuple[Path, int, int]]:
-    """(path, first, last) of every file landed for one (incarnation, partition), in any split folder."""
-    out = []
-    for p in topic_dir.glob(f"**/{incarnation}-p{partition}-*.parquet"):
-        parsed = parse_file_name(p.name)
-        if parsed:
-            out.append((p, parsed[2], parsed[3]))
-    return out
-
-
-def _remove_orphans(topic_dir: Path, incarnation: str, partition: int, committed: int) -> int:
-    """Delete files of a landing that wrote but never committed (first offset >= committed)."""
-    orphans = [p for p, first, _ in _partition_files(topic_dir, incarnation, partition) if first >= committed]
-    for p in orphans:
-        p.unlink(missing_ok=True)
-    return len(orphans)
-
-
-def _landed_end(topic_dir: Path, incarnation: str, partition: int) -> int:
-    """One past the last offset landed for (incarnation, partition); 0 when nothing was landed."""
-    return max((last + 1 for _, _, last in _partition_files(topic_dir, incarnation, partition)), default=0)
 
 
 def land_topic(
@@ -138,15 +122,19 @@ def land_topic(
     identity: TopicIdentity | None = None,
     group_id: str = LANDING_GROUP,
     chunk_messages: int = 20_000,
+    chunk_bytes: int = CHUNK_BYTES,
     idle_timeout_s: float = 10.0,
+    lock_timeout_s: float = 600.0,
+    after_file: Callable[[Path], None] | None = None,
     before_commit: Callable[[list[Path]], None] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> LandingResult:
-    """Land everything between the committed offsets and the end of each partition.
+    """Land everything between the start position and the end of each partition.
 
-    Works in chunks of at most `chunk_messages` per partition so memory stays bounded; each chunk
-    is written and committed before the next is read. `before_commit` is called with the files
-    of a chunk once they are durable (tests use it to simulate a crash there).
+    Works in chunks of at most `chunk_messages` per partition and `chunk_bytes` in all, so memory
+    stays bounded; each chunk is written, checkpointed and committed before the next is read.
+    `after_file` (each durable file) and `before_commit` (a chunk's files, all durable, DLQ sent
+    and checkpoint written) are crash points for tests.
     """
     t0 = time.perf_counter()
     identity = identity or kafka.identity(topic)
@@ -155,29 +143,60 @@ def land_topic(
         log.info("topic %s does not exist yet: nothing to land", topic)
         return result
     topic_dir = lake_root / "landing" / topic
-    inc = identity.incarnation
-    dlq_topic = f"{topic}.dlq"
+    with topic_lock(topic_dir, timeout_s=lock_timeout_s) as waited:
+        result.lock_wait_seconds = waited
+        _land_locked(kafka, lake_root, topic_dir, identity, decoder, result, group_id=group_id,
+                     chunk_messages=chunk_messages, chunk_bytes=chunk_bytes, idle_timeout_s=idle_timeout_s,
+                     after_file=after_file, before_commit=before_commit, progress=progress)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _start_positions(consumer, topic_dir: Path, identity: TopicIdentity, checkpoint: Checkpoint,
+                     result: LandingResult) -> dict[int, int]:
+    committed = consumer.committed([TopicPartition(identity.topic, p) for p in identity.partitions], timeout=10)
+    positions: dict[int, int] = {}
+    sources = set()
+    for tp in committed:
+        if tp.error:
+            raise KafkaException(tp.error)
+        if tp.offset >= 0:
+            positions[tp.partition], source = tp.offset, "committed offsets"
+        else:
+            # No committed offset: a first landing, or the group's offsets expired
+            # (offsets.retention.minutes). Resume at the lake checkpoint, never at "the end of the
+            # files that exist": a crash can leave one split folder's file written and another's not.
+            positions[tp.partition] = checkpoint.partitions.get(tp.partition, 0)
+            source = "lake checkpoint" if tp.partition in checkpoint.partitions else "beginning"
+        sources.add(source)
+        result.orphans_removed += remove_files_from(topic_dir, identity.incarnation, tp.partition,
+                                                    positions[tp.partition])
+    result.start_offsets, result.start_source = dict(positions), ", ".join(sorted(sources))
+    return positions
+
+
+def _land_locked(kafka: KafkaResource, lake_root: Path, topic_dir: Path, identity: TopicIdentity,
+                 decoder: Decoder, result: LandingResult, *, group_id: str, chunk_messages: int,
+                 chunk_bytes: int, idle_timeout_s: float, after_file, before_commit, progress) -> None:
+    topic, inc = identity.topic, identity.incarnation
+    result.temp_files_removed = remove_temp_files(topic_dir)[0]
+    checkpoint = Checkpoint.load(topic_dir, inc)
     consumer = kafka.consumer(group_id)
     dlq = None
     try:
-        committed = consumer.committed([TopicPartition(topic, p) for p in identity.partitions], timeout=10)
-        positions: dict[int, int] = {}
-        for tp in committed:
-            if tp.error:
-                raise KafkaException(tp.error)
-            if tp.offset >= 0:
-                positions[tp.partition] = tp.offset
-                result.orphans_removed += _remove_orphans(topic_dir, inc, tp.partition, tp.offset)
-            else:
-                # No committed offset: a first landing, or the group's offsets expired
-                # (offsets.retention.minutes). The lake's files are durable data, never orphans here:
-                # resume after the last one, so nothing is deleted and nothing landed twice.
-                positions[tp.partition] = _landed_end(topic_dir, inc, tp.partition)
+        positions = _start_positions(consumer, topic_dir, identity, checkpoint, result)
+        # Starting behind the checkpoint (a crash between checkpoint and commit, or a rewound group):
+        # DLQ messages for the range ahead may predate the checkpoint's DLQ ends, so look from the start.
+        behind = any(o < checkpoint.partitions.get(p, o) for p, o in positions.items())
+        dlq = DlqWriter(kafka, lake_root, topic, inc, {} if behind else checkpoint.dlq_ends)
+        if positions != {p: checkpoint.partitions.get(p) for p in positions}:
+            checkpoint.partitions.update(positions)  # never claim rows that were just removed as orphans
+            checkpoint.save(topic_dir)
         consumer.assign([TopicPartition(topic, p, o) for p, o in positions.items()])
 
         open_parts = set(positions)
         while open_parts:
-            batch, eof = _read_chunk(consumer, open_parts, chunk_messages, idle_timeout_s)
+            batch, eof = _read_chunk(consumer, open_parts, chunk_messages, chunk_bytes, idle_timeout_s)
             open_parts -= eof
             if not batch:
                 if not eof:  # idle timeout without EOF: the broker stopped answering
@@ -187,49 +206,71 @@ def land_topic(
             files, commit = [], []
             for partition, msgs in batch.items():
                 good, bad = _decode_partition(decoder, msgs)
-                if bad:
-                    dlq = dlq or _dlq_producer(kafka, dlq_topic)
-                    for msg, reason in bad:
-                        headers = [
-                            *(msg.headers() or []),
-                            (ERROR_HEADER, reason.encode()),
-                            ("aero-source", f"{topic}/{partition}/{msg.offset()}".encode()),
-                        ]
-                        dlq.produce(dlq_topic, value=msg.value(), key=msg.key(), headers=headers)
-                        result.dlq_reasons[reason.split(":")[0][:80]] += 1
-                    result.dlq_messages += len(bad)
+                for msg, reason in bad:
+                    dlq.send(msg, reason)
                 first, last = msgs[0].offset(), msgs[-1].offset()
                 for split, table in good.items():
-                    name = file_name(inc, partition, first, last)
                     d = topic_dir / f"{decoder.split_column}={split}" if split is not None else topic_dir
-                    result.bytes_written += write_parquet_atomic(table, d / name)
-                    files.append(d / name)
+                    path = d / file_name(inc, partition, first, last)
+                    result.bytes_written += write_parquet_atomic(table, path)
+                    files.append(path)
                     result.rows += table.num_rows
                     if split is not None:
                         result.splits.add(split)
+                    if after_file is not None:
+                        after_file(path)
                 result.ranges.setdefault(partition, []).append(PartitionRange(first, last, len(msgs)))
                 result.messages += len(msgs)
                 commit.append(TopicPartition(topic, partition, last + 1))
-            if dlq is not None and dlq.flush(30) > 0:
-                raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"DLQ {dlq_topic} not acknowledged"))
+            dlq.flush()
+            checkpoint.partitions.update({tp.partition: tp.offset for tp in commit})
+            checkpoint.dlq_ends = dict(dlq.ends)
+            checkpoint.save(topic_dir)
             if before_commit is not None:
                 before_commit(files)
-            consumer.commit(offsets=commit, asynchronous=False)
+            _commit_forward(consumer, commit, positions)
+            positions.update({tp.partition: tp.offset for tp in commit})
             result.files.extend(files)
             if progress is not None:
                 progress(sum(len(m) for m in batch.values()))
     finally:
         consumer.close()
-    result.seconds = time.perf_counter() - t0
-    return result
+        if dlq is not None:
+            s = dlq.stats
+            result.dlq_messages, result.dlq_reasons = s.messages, s.reasons
+            result.dlq_repeats_skipped, result.dlq_oversized = s.repeats_skipped, s.oversized
 
 
-def _read_chunk(consumer, open_parts: set[int], limit: int, idle_timeout_s: float):
-    """Read up to `limit` messages per partition; return (messages by partition, partitions at EOF)."""
+def _commit_forward(consumer, commit: list[TopicPartition], positions: dict[int, int]) -> None:
+    """Commit, unless another landing moved a committed offset past where this chunk started.
+
+    Under the topic lock this cannot happen; it guards against a landing of the same group that
+    does not share our lake (and so not our lock): committing would move its offsets backwards.
+    """
+    now = consumer.committed([TopicPartition(tp.topic, tp.partition) for tp in commit], timeout=10)
+    for tp in now:
+        if tp.error:
+            raise KafkaException(tp.error)
+        if tp.offset > positions[tp.partition]:
+            raise LandingConflict(
+                f"the committed offset of {tp.topic}/{tp.partition} moved from {positions[tp.partition]} to "
+                f"{tp.offset} while this landing ran: another landing of the group uses a different lake or "
+                "ignores its lock. Not committing (that would move the offset backwards)."
+            )
+    consumer.commit(offsets=commit, asynchronous=False)
+
+
+def _read_chunk(consumer, open_parts: set[int], limit: int, byte_limit: int, idle_timeout_s: float):
+    """Read up to `limit` messages per partition and about `byte_limit` bytes in all.
+
+    Returns (messages by partition, partitions at EOF).
+    """
     batch: dict[int, list] = defaultdict(list)
     eof: set[int] = set()
+    size = 0
     idle_since = time.monotonic()
-    while open_parts - eof:
+    full = False
+    while open_parts - eof and not full:
         # consume() waits for the full timeout unless it gets all it asked for: keep the timeout short
         msgs = consumer.consume(10_000, timeout=0.05)
         if not msgs:
@@ -248,15 +289,26 @@ def _read_chunk(consumer, open_parts: set[int], limit: int, idle_timeout_s: floa
                 log.warning("consumer error on %s: %s", m.topic(), err)
                 continue
             batch[m.partition()].append(m)
-        if any(len(v) >= limit for v in batch.values()):
-            # stop fetching; messages already prefetched past this point are fetched again next time
-            break
-    if any(len(v) >= limit for v in batch.values()):
+            size += len(m) if m.value() is not None else 0
+        full = size >= byte_limit or any(len(v) >= limit for v in batch.values())
+    if full:
+        # keep at most `limit` per partition and stop at the byte budget; prefetched messages past
+        # the cut are fetched again by the next chunk
+        budget, cut = byte_limit, set()
         for p, msgs in batch.items():
-            del msgs[limit:]
-            # reposition so the next chunk starts right after what this one keeps
-            consumer.seek(TopicPartition(msgs[0].topic(), p, msgs[-1].offset() + 1))
-    return dict(batch), eof - {p for p, v in batch.items() if len(v) >= limit}
+            keep = 0
+            for m in msgs[:limit]:
+                keep += 1
+                budget -= len(m) if m.value() is not None else 0
+                if budget <= 0:
+                    break
+            keep = max(keep, 1)
+            if keep < len(msgs):
+                del msgs[keep:]
+                cut.add(p)
+                consumer.seek(TopicPartition(msgs[0].topic(), p, msgs[-1].offset() + 1))
+        eof -= cut  # a cut partition is not at its end: the next chunk goes on reading it
+    return {p: v for p, v in batch.items() if v}, eof
 
 
 def _decode_partition(decoder: Decoder, msgs: list) -> tuple[dict[str | None, pa.Table], list[tuple[object, str]]]:
@@ -283,8 +335,3 @@ def _decode_partition(decoder: Decoder, msgs: list) -> tuple[dict[str | None, pa
         table = table.append_column("_offset", pa.array(np.repeat(offs[:, 0], offs[:, 1])))
         out[split] = table
     return out, bad
-
-
-def _dlq_producer(kafka: KafkaResource, dlq_topic: str):
-    kafka.ensure_topics([dlq_topic])
-    return kafka.producer(**{"linger.ms": 0})

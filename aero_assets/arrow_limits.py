@@ -1,0 +1,140 @@
+"""How large an Arrow IPC stream becomes once decoded, read from its metadata before decoding it.
+
+A 1 MB Kafka message with LZ4/ZSTD buffer compression can declare gigabytes of zeros; decoding it
+first and checking afterwards is exactly the out-of-memory kill we want to avoid. Each record
+batch's flatbuffer metadata lists its buffers, and the Arrow format prefixes every compressed
+buffer with its uncompressed length (int64 LE, -1 for "stored uncompressed"), so the decoded size
+is known exactly from a few hundred bytes of metadata and eight bytes per buffer.
+
+pyarrow does not expose the record-batch metadata, hence the small flatbuffer reader below. It
+reads only the fields it needs (Message.header, RecordBatch.length/buffers/compression,
+DictionaryBatch.data) and treats anything it cannot follow as malformed.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pyarrow as pa
+
+# MessageHeader union tags (format/Message.fbs)
+_DICTIONARY_BATCH, _RECORD_BATCH = 2, 3
+
+
+class ArrowLimitError(ValueError):
+    """The stream is malformed or would decode to more than allowed; the text says which."""
+
+
+class _Table:
+    """A flatbuffer table: field lookups through its vtable, bounds-checked."""
+
+    __slots__ = ("buf", "pos", "vt", "vt_len")
+
+    def __init__(self, buf: memoryview, pos: int):
+        self.buf, self.pos = buf, pos
+        (soff,) = _unpack("<i", buf, pos)
+        self.vt = pos - soff
+        (self.vt_len,) = _unpack("<H", buf, self.vt)
+
+    def _field_pos(self, index: int) -> int | None:
+        slot = 4 + 2 * index
+        if slot + 2 > self.vt_len:
+            return None
+        (off,) = _unpack("<H", self.buf, self.vt + slot)
+        return self.pos + off if off else None
+
+    def scalar(self, index: int, fmt: str, default: int = 0) -> int:
+        p = self._field_pos(index)
+        return default if p is None else _unpack(fmt, self.buf, p)[0]
+
+    def table(self, index: int) -> _Table | None:
+        p = self._field_pos(index)
+        if p is None:
+            return None
+        (rel,) = _unpack("<I", self.buf, p)
+        return _Table(self.buf, p + rel)
+
+    def struct_vector(self, index: int, size: int) -> tuple[int, int]:
+        """(position of the first element, element count) of a vector of fixed-size structs."""
+        p = self._field_pos(index)
+        if p is None:
+            return 0, 0
+        (rel,) = _unpack("<I", self.buf, p)
+        (n,) = _unpack("<I", self.buf, p + rel)
+        start = p + rel + 4
+        if start + n * size > len(self.buf):
+            raise ArrowLimitError("record batch metadata lists more buffers than it holds")
+        return start, n
+
+
+def _unpack(fmt: str, buf: memoryview, pos: int) -> tuple:
+    if pos < 0 or pos + struct.calcsize(fmt) > len(buf):
+        raise ArrowLimitError("record batch metadata points outside itself")
+    return struct.unpack_from(fmt, buf, pos)
+
+
+def _batch_bytes(batch: _Table, body: pa.Buffer | None) -> int:
+    rows = batch.scalar(0, "<q")
+    if rows < 0:
+        raise ArrowLimitError(f"record batch declares a negative length ({rows})")
+    start, n = batch.struct_vector(2, 16)
+    compressed = batch.table(3) is not None
+    body_view = memoryview(body) if body is not None else memoryview(b"")
+    total = 8 * rows  # a batch costs at least a word per row, even if it declares no buffers
+    for i in range(n):
+        offset, length = struct.unpack_from("<qq", batch.buf, start + 16 * i)
+        if offset < 0 or length < 0 or offset + length > len(body_view):
+            raise ArrowLimitError("a buffer of the record batch lies outside the message body")
+        if not compressed or length == 0:
+            total += length
+            continue
+        if length < 8:
+            raise ArrowLimitError("a compressed buffer is shorter than its 8-byte length prefix")
+        (raw,) = struct.unpack_from("<q", body_view, offset)
+        total += length - 8 if raw == -1 else raw
+        if raw < -1:
+            raise ArrowLimitError(f"a compressed buffer declares a negative length ({raw})")
+    return total
+
+
+def decoded_size(value: bytes) -> int:
+    """Bytes the stream's record and dictionary batches take once decoded (exact for buffers).
+
+    Raises `ArrowLimitError` for metadata it cannot follow and `OSError`/`pa.ArrowInvalid` when the
+    stream framing itself is broken (the caller turns both into a DLQ reason).
+    """
+    reader = pa.ipc.MessageReader.open_stream(pa.py_buffer(value))
+    total = 0
+    while True:
+        try:
+            msg = reader.read_next_message()
+        except StopIteration:
+            break
+        if msg is None:
+            break
+        meta = memoryview(msg.metadata)
+        (root,) = _unpack("<I", meta, 0)
+        message = _Table(meta, root)
+        kind = message.scalar(1, "<B")
+        header = message.table(2)
+        if header is None:
+            continue
+        if kind == _DICTIONARY_BATCH:
+            header = header.table(1)
+            if header is None:
+                continue
+        elif kind != _RECORD_BATCH:
+            continue
+        total += _batch_bytes(header, msg.body)
+    return total
+
+
+def check_decoded_size(value: bytes, limit: int) -> int:
+    """`decoded_size`, refusing streams over `limit` bytes before a single buffer is expanded."""
+    size = decoded_size(value)
+    if size > limit:
+        raise ArrowLimitError(
+            f"Arrow stream would decode to {size:,} bytes from a {len(value):,}-byte message, over the "
+            f"{limit:,}-byte limit per message (split it into smaller record batches/messages)"
+        )
+    return size
