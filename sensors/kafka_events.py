@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, TopicPartition
 
-from resources.kafka import KafkaResource, TopicIdentity
+from resources.kafka import BrokerUnavailable, KafkaResource, TopicIdentity
 
 
 @dataclass
@@ -56,6 +56,14 @@ class ReadResult:
     cursor: TopicCursor
     incarnation_changed_from: str | None = None
     reached_end: bool = True
+
+
+def kafka_skip_reason(topic: str, exc: Exception) -> str:
+    """A tick's skip reason for a Kafka failure: what failed, and that nothing was lost."""
+    if isinstance(exc, BrokerUnavailable):
+        return str(exc)
+    return (f"Kafka error while reading {topic}: {exc}. Skipping this tick; the cursor is unchanged, so the "
+            "next tick reads the same events again. If it persists, check the Kafka settings (AERO_KAFKA_*).")
 
 
 def landing_lag_hint(kafka: KafkaResource, identity: TopicIdentity, group_id: str) -> dict[str, int]:

@@ -9,12 +9,13 @@ new topic incarnation is never mistaken for an old one.
 
 
 import dagster as dg
+from confluent_kafka import KafkaException
 
 from aero_assets.codec import RunEventsDecoder, content_type_of
 from aero_assets.keys import RUNS_TOPIC_ASSET, SAMPLES_TOPIC_ASSET, WINDTUNNEL_RUN_CHAIN, windtunnel_runs
 from aero_assets.landing import LANDING_GROUP
 from resources.kafka import BrokerUnavailable, KafkaResource
-from sensors.kafka_events import TopicCursor, landing_lag_hint, read_events
+from sensors.kafka_events import TopicCursor, kafka_skip_reason, landing_lag_hint, read_events
 
 
 def build_windtunnel_run_sensor(runs_topic: str, samples_topic: str,
@@ -33,11 +34,13 @@ def build_windtunnel_run_sensor(runs_topic: str, samples_topic: str,
         cursor = TopicCursor.from_json(context.cursor)
         try:
             identity = kafka.identity(runs_topic)
-        except BrokerUnavailable as exc:
-            return dg.SkipReason(str(exc))
-        if identity is None:
-            return dg.SkipReason(f"Topic {runs_topic} does not exist yet: no run has been published.")
-        read = read_events(kafka, runs_topic, cursor, identity)
+            if identity is None:
+                return dg.SkipReason(f"Topic {runs_topic} does not exist yet: no run has been published.")
+            read = read_events(kafka, runs_topic, cursor, identity)
+        except (BrokerUnavailable, KafkaException) as exc:
+            # any Kafka failure (outage, a refused client config, a coordinator error) skips this tick
+            # with the reason; the cursor is not moved, so the next tick reads the same events again
+            return dg.SkipReason(kafka_skip_reason(runs_topic, exc))
         if read.incarnation_changed_from:
             context.log.warning(
                 f"{runs_topic} is a new incarnation ({read.incarnation_changed_from} -> {identity.incarnation}): "
@@ -100,6 +103,6 @@ def _topic_observations(kafka: KafkaResource, runs_identity, read, invalid: int,
                 "landing_lag_hint": dg.MetadataValue.json(landing_lag_hint(kafka, samples, LANDING_GROUP)),
                 "note": "messages not yet landed, from watermarks: a lower bound on Tansu",
             }))
-    except BrokerUnavailable:
+    except (BrokerUnavailable, KafkaException):
         pass  # the observation is a courtesy; the run requests above matter
     return obs

@@ -161,3 +161,33 @@ def test_ticks_that_read_events_observe_both_topics(settings, instance, kafka, p
     assert obs[RUNS_TOPIC_ASSET].metadata["incarnation"].value == kafka.identity(RUNS).incarnation
     lag = obs[SAMPLES_TOPIC_ASSET].metadata["landing_lag_hint"].value["0"]
     assert 1 <= lag <= 4  # a lower bound on Tansu (watermarks), exact on real Kafka
+
+
+def test_a_kafka_client_error_skips_the_tick_with_its_reason(settings, instance):
+    """Not an outage: the client itself is refused (here an unsupported SASL mechanism)."""
+    bad = KafkaResource(bootstrap_servers=settings.kafka.bootstrap_servers, security_protocol="SASL_PLAINTEXT",
+                        sasl_mechanism="BOGUS", sasl_username="u", sasl_password="p")
+    result = _tick(settings, instance, bad)
+    assert not result.run_requests
+    assert "Kafka error while reading windtunnel.runs" in result.skip_message
+    assert "Unsupported SASL mechanism" in result.skip_message
+
+
+def test_a_kafka_error_while_reading_events_skips_and_keeps_the_cursor(settings, instance, kafka, publisher,
+                                                                       monkeypatch):
+    """A fault the embedded broker cannot be made to raise on demand (a coordinator/transport error mid-read)."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    import sensors.windtunnel_runs as module
+
+    _finished(publisher, "run-1")
+
+    def broken(*args, **kwargs):
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT, "connection reset by peer"))
+
+    monkeypatch.setattr(module, "read_events", broken)
+    skipped = _tick(settings, instance, kafka, cursor='{"incarnation": null, "offsets": {}}')
+    assert not skipped.run_requests and "connection reset" in skipped.skip_message
+    assert skipped.cursor == '{"incarnation": null, "offsets": {}}', "the cursor is not moved past the events"
+    monkeypatch.undo()
+    assert [r.partition_key for r in _tick(settings, instance, kafka).run_requests] == ["run-1"]
