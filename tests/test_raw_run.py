@@ -56,6 +56,10 @@ def test_a_complete_run_lands_once_passes_its_check_and_is_queryable(settings, i
     assert md["landing_samples"].value["dlq_messages"] == 0
     path = settings.lake_dir / "windtunnel" / "raw_run" / f"run_id={run.run_id}" / "data.parquet"
     assert pq.read_metadata(path).num_rows == run.sample_count
+    # the landing step leaves the warehouse alone; the views sensor (or qc_report) creates the views
+    defs = build_definitions(settings)
+    with dg.build_sensor_context(instance=instance, definitions=defs, resources=dict(defs.resources)) as ctx:
+        defs.resolve_sensor_def("warehouse_views_sensor").evaluate_tick(ctx)
     con = duckdb.connect(str(settings.warehouse_path), read_only=True)
     rows, channels = con.execute("select count(*), count(distinct channel) from windtunnel.raw_run "
                              f"where run_id = '{run.run_id}'").fetchone()

@@ -153,7 +153,10 @@ def build_windtunnel_analytics(topics: Topics) -> list:
         th = config.thresholds()
         qc = run_qc(series, load_catalog(), th, repaired=_repaired(context, run_id))
         path, _size = _write(lake, QC_REPORT, run_id, qc.table(run_id))
+        # outside the landing pool: the raw data's views are refreshed here, with a short timeout
         warehouse.try_refresh_view(WINDTUNNEL, QC_REPORT.path[-1], lake.asset_dir(QC_REPORT), context.log)
+        warehouse.try_refresh_view(WINDTUNNEL, RAW_RUN.path[-1], lake.asset_dir(RAW_RUN), context.log)
+        warehouse.try_refresh_view(WINDTUNNEL, "run_events", lake.landing_dir(topics.windtunnel_runs), context.log)
         counts = qc.counts()
         failed = [c.channel for c in qc.channels if c.status == FAIL]
         warned = [c.channel for c in qc.channels if c.status == "warn"]

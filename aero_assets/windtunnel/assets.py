@@ -21,7 +21,7 @@ from aero_assets.landing import land_topic
 from aero_assets.plots import time_series_plot
 from aero_assets.windtunnel.catalog import load_catalog
 from aero_assets.windtunnel.raw_runs import assemble_samples, read_run_events, run_info
-from resources import KafkaResource, LakeResource, Topics, WarehouseResource, write_parquet_atomic
+from resources import KafkaResource, LakeResource, Topics, write_parquet_atomic
 
 COUNT_CHECK = "sample_count_matches_run_finished"
 PLOT_CHANNELS = ("FLOW_V", "FB_FZ", "FB_FX", "PT_01")
@@ -63,7 +63,6 @@ def build_windtunnel_landing(topics: Topics) -> list:
         config: RawRunConfig,
         kafka: KafkaResource,
         lake: LakeResource,
-        warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         run_id = context.partition_key
         t0 = time.perf_counter()
@@ -91,8 +90,8 @@ def build_windtunnel_landing(topics: Topics) -> list:
 
         out_dir = lake.partition_dir(RAW_RUN, run_id=run_id)
         size = write_parquet_atomic(samples, out_dir / "data.parquet")
-        warehouse.try_refresh_view(WINDTUNNEL, "raw_run", lake.asset_dir(RAW_RUN), context.log)
-        warehouse.try_refresh_view(WINDTUNNEL, "run_events", lake.landing_dir(runs_topic), context.log)
+        # no warehouse view refresh here: this step holds the landing pool, and an analyst holding
+        # the DuckDB file must never slow a landing (qc_report and warehouse_views_sensor do it)
 
         catalog = load_catalog()
         channels = pc.unique(samples["channel"]).to_pylist()
