@@ -68,15 +68,16 @@ def run_broker_forever(settings: Settings, port: int, partitions: int | None) ->
 
 def simulate_windtunnel(settings: Settings, *, runs: int, duration_s: float, session_id: str | None = None,
                         fault_rate: float = 0.0, seed: int | None = None, block_samples: int = 4000,
-                        kafka: KafkaResource | None = None, progress: bool = True, first_index: int = 1,
+                        kafka: KafkaResource | None = None, progress: bool = True, first_index: int | None = None,
                         baseline_run_id: str | None = None) -> list[str]:
     """Simulate and publish `runs` runs of one session.
 
     The session's first run (index 1) is its baseline, with the baseline setup; later runs are
-    variants that name it in `baseline_run_id`.
+    variants that name it in `baseline_run_id`. Without `first_index`, numbering continues after
+    the session's runs already on the lifecycle topic.
     """
     from aero_assets.ids import validate_id
-    from aero_assets.simulators.publish import publish_run
+    from aero_assets.simulators.publish import next_run_index, publish_run, session_run_ids
     from aero_assets.simulators.windtunnel import RunConfig, random_config, simulate_run
 
     kafka = kafka or KafkaResource.from_settings(settings.kafka)
@@ -87,6 +88,12 @@ def simulate_windtunnel(settings: Settings, *, runs: int, duration_s: float, ses
     rate = 38_800
     bar = tqdm(total=int(runs * duration_s * rate), unit="sample", unit_scale=True, desc="simulate windtunnel",
                disable=not progress, file=sys.stderr)
+    if first_index is None:
+        # a session published before (an earlier `aero simulate --session X`) continues its numbering:
+        # reusing `<session>-run001` would make a new attempt of that run instead of a new run
+        earlier = session_run_ids(kafka, settings.topics.windtunnel_runs, session_id)
+        first_index = next_run_index(earlier, session_id)
+        baseline_run_id = baseline_run_id or (earlier[0] if earlier else None)
     producer = kafka.producer()
     ids: list[str] = []
     baseline = baseline_run_id

@@ -124,3 +124,50 @@ def test_a_run_id_with_no_lifecycle_events_fails_with_a_clear_message(settings, 
     failure = result.get_step_failure_events()[0]
     assert "No lifecycle events for run 'never-published'" in str(failure.step_failure_data.user_failure_data
                                                                   or failure.step_failure_data.error)
+
+
+def _republish(settings, kafka, run_id, seed, later_s, announce_extra=0, publisher=None):
+    """The same run id published again later (a rig re-running it, or `aero simulate` reusing ids)."""
+    run = simulate_run(run_id, duration_s=0.5, started_ns=T0 + later_s * 10**9, seed=seed)
+    publish_run(kafka, run, samples_topic=settings.topics.windtunnel_samples,
+                runs_topic=settings.topics.windtunnel_runs, session_id="s1", baseline_run_id=None,
+                ground_truth_dir=settings.ground_truth_dir)
+    if announce_extra:
+        publisher.json(settings.topics.windtunnel_runs, {
+            "event": "run_finished", "run_id": run_id, "finished_at": "2026-01-01T00:10:00Z",
+            "sample_count": run.sample_count + announce_extra}, run_id)
+    return run
+
+
+def _values(settings, run_id):
+    path = settings.lake_dir / "windtunnel" / "raw_run" / f"run_id={run_id}" / "data.parquet"
+    return pq.read_table(path).sort_by([("channel", "ascending"), ("ts", "ascending")])
+
+
+def test_a_run_id_published_again_is_a_new_attempt_and_raw_run_holds_only_that_attempt(settings, instance, kafka):
+    first = _publish(settings, kafka)
+    assert _check(_materialize(settings, instance, first.run_id)).passed
+    second = _republish(settings, kafka, first.run_id, seed=11, later_s=60)
+    result = _materialize(settings, instance, first.run_id)
+    assert result.success and _check(result).passed, _check(result).description
+    md = result.asset_materializations_for_node("windtunnel__raw_run")[0].metadata
+    assert md["attempts"].value == 2 and md["samples_from_earlier_attempts"].value == first.sample_count
+    got = _values(settings, first.run_id)
+    want = second.table.sort_by([("channel", "ascending"), ("ts", "ascending")])
+    assert got.num_rows == second.sample_count
+    assert got["value"].equals(want["value"]) and got["ts"].equals(want["ts"]), "no sample of attempt 1 mixed in"
+
+
+def test_a_complete_raw_run_is_never_overwritten_by_an_incomplete_later_attempt(settings, instance, kafka,
+                                                                                publisher):
+    first = _publish(settings, kafka)
+    assert _check(_materialize(settings, instance, first.run_id)).passed
+    before = _values(settings, first.run_id)
+    _republish(settings, kafka, first.run_id, seed=12, later_s=60, announce_extra=50, publisher=publisher)
+    result = _materialize(settings, instance, first.run_id)
+    check = _check(result)
+    assert not result.success and not check.passed
+    assert "raw_run still holds the complete earlier attempt" in check.description
+    assert _values(settings, first.run_id).equals(before), "the good file is untouched"
+    rejected = list((settings.lake_dir / "windtunnel" / "raw_run_rejected").glob("**/*.parquet"))
+    assert len(rejected) == 1, "the failed assembly is kept for inspection, beside raw_run"

@@ -90,3 +90,37 @@ def publish_run(
         d.mkdir(parents=True, exist_ok=True)
         (d / f"{run.run_id}.json").write_text(json.dumps(run.ground_truth(), indent=1))
     return run.sample_count
+
+
+def session_run_ids(kafka: KafkaResource, runs_topic: str, session_id: str, max_events: int = 1_000_000) -> list[str]:
+    """Run ids already started in a session, in order, read from the lifecycle topic.
+
+    The lifecycle topic is small (two events per run), so reading it whole is cheap; it is the
+    truth a continuing simulator must respect, wherever the earlier runs were published from.
+    """
+    from sensors.kafka_events import TopicCursor, read_events
+
+    identity = kafka.identity(runs_topic)
+    if identity is None:
+        return []
+    cursor, ids = TopicCursor(), []
+    while True:
+        read = read_events(kafka, runs_topic, cursor, identity, max_messages=10_000)
+        for ev in read.events:
+            try:
+                obj = json.loads(ev.value or b"")
+            except ValueError:
+                continue
+            if (isinstance(obj, dict) and obj.get("event") == "run_started" and obj.get("session_id") == session_id
+                    and isinstance(obj.get("run_id"), str) and obj["run_id"] not in ids):
+                ids.append(obj["run_id"])
+        if read.reached_end or not read.events or sum(read.cursor.offsets.values()) >= max_events:
+            return ids
+        cursor = read.cursor
+
+
+def next_run_index(run_ids: list[str], session_id: str) -> int:
+    """One past the highest `<session>-runNNN` index in use (1 for a new session)."""
+    prefix = f"{session_id}-run"
+    used = [int(r[len(prefix):]) for r in run_ids if r.startswith(prefix) and r[len(prefix):].isdigit()]
+    return max(used, default=0) + 1

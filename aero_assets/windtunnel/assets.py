@@ -7,6 +7,7 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from aero_assets.codec import RunEventsDecoder, WindtunnelSamplesDecoder
 from aero_assets.keys import (
@@ -24,6 +25,7 @@ from aero_assets.windtunnel.raw_runs import assemble_samples, read_run_events, r
 from resources import KafkaResource, LakeResource, Topics, write_parquet_atomic
 
 COUNT_CHECK = "sample_count_matches_run_finished"
+COMPLETE_KEY, ATTEMPT_KEY = "aero.complete", "aero.attempt_started_ns"  # Parquet schema metadata of raw_run
 PLOT_CHANNELS = ("FLOW_V", "FB_FZ", "FB_FX", "PT_01")
 
 
@@ -81,7 +83,8 @@ def build_windtunnel_landing(topics: Topics) -> list:
                 metadata={"hint": "Check the run id; a run must publish run_started/run_finished first."},
             )
         info = run_info(events, run_id)
-        assembled = assemble_samples(lake.landing_dir(samples_topic), run_id)
+        assembled = assemble_samples(lake.landing_dir(samples_topic), run_id,
+                                     since_ns=info.started_ns if info.attempts > 1 else None)
         samples, duplicates, samples_inc = assembled.table, assembled.duplicates, assembled.incarnation
         complete = info.finished and samples.num_rows == info.expected_samples
         if not complete and context.retry_number < config.completeness_retries:
@@ -89,7 +92,18 @@ def build_windtunnel_landing(topics: Topics) -> list:
                                     seconds_to_wait=config.retry_wait_seconds)
 
         out_dir = lake.partition_dir(RAW_RUN, run_id=run_id)
-        size = write_parquet_atomic(samples, out_dir / "data.parquet")
+        target = out_dir / "data.parquet"
+        samples = samples.replace_schema_metadata({COMPLETE_KEY: "true" if complete else "false",
+                                                   ATTEMPT_KEY: str(info.started_ns or "")})
+        kept = not complete and _holds_complete_run(target)
+        if kept:
+            # a run that passed its count check is never replaced by one that does not: the failed
+            # assembly goes beside it for inspection, and the check below reports the failure
+            target = lake.asset_dir(RAW_RUN).with_name("raw_run_rejected") / f"run_id={run_id}" / \
+                f"attempt-{info.started_ns or 0}.parquet"
+            context.log.warning(f"attempt {info.attempts} of {run_id} is incomplete; keeping the complete earlier "
+                                f"raw_run and writing this assembly to {target}")
+        size = write_parquet_atomic(samples, target)
         # no warehouse view refresh here: this step holds the landing pool, and an analyst holding
         # the DuckDB file must never slow a landing (qc_report and warehouse_views_sensor do it)
 
@@ -101,6 +115,11 @@ def build_windtunnel_landing(topics: Topics) -> list:
             desc = f"{samples.num_rows:,} samples landed, {info.expected_samples:,} announced"
         else:
             desc = f"{samples.num_rows:,} samples landed, but run_finished has not arrived"
+        if info.attempts > 1:
+            desc += (f" (attempt {info.attempts} of this run id; {assembled.earlier_attempts:,} samples of "
+                     "earlier attempts left out)")
+        if kept:
+            desc += "; raw_run still holds the complete earlier attempt"
         check = dg.AssetCheckResult(
             check_name=COUNT_CHECK,
             passed=bool(complete),
@@ -125,6 +144,10 @@ def build_windtunnel_landing(topics: Topics) -> list:
                 "events_incarnation": info.incarnation,
                 "samples_incarnation": samples_inc or "",
                 "path": dg.MetadataValue.path(str(out_dir / "data.parquet")),
+                "attempts": info.attempts,
+                "samples_from_earlier_attempts": assembled.earlier_attempts,
+                "kept_previous_complete_file": bool(kept),
+                "written_to": dg.MetadataValue.path(str(target)),
                 "bytes": size,
                 "landing_samples": dg.MetadataValue.json(landed_samples.metadata()),
                 "landing_events": dg.MetadataValue.json(landed_events.metadata()),
@@ -136,6 +159,14 @@ def build_windtunnel_landing(topics: Topics) -> list:
         )
 
     return [*topic_specs, raw_run]
+
+
+def _holds_complete_run(path) -> bool:
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (FileNotFoundError, OSError, pa.ArrowInvalid):
+        return False
+    return meta.get(COMPLETE_KEY.encode()) == b"true"
 
 
 def _plot(samples: pa.Table, started_ns: int | None, run_id: str) -> dg.MetadataValue:

@@ -21,6 +21,15 @@ from aero_assets.landing import landed_files, parse_file_name
 
 @dataclass(frozen=True)
 class RunInfo:
+    """The facts of a run's current attempt.
+
+    A run id announced again (a second `run_started` in one topic incarnation) is a new attempt of
+    that run: a rig re-running a configuration, or `aero simulate` reusing a session's ids. The
+    newest attempt is the run; samples older than its start belong to earlier attempts and are not
+    part of it. Attempts of one run must not overlap in time (a rig restarts a run, it does not
+    interleave two).
+    """
+
     run_id: str
     incarnation: str
     session_id: str | None
@@ -29,6 +38,7 @@ class RunInfo:
     started_ns: int | None
     finished_ns: int | None
     expected_samples: int | None  # from run_finished; None while the run is still going
+    attempts: int = 1
 
     @property
     def finished(self) -> bool:
@@ -47,15 +57,18 @@ def read_run_events(runs_topic_dir: Path, run_id: str) -> pa.Table | None:
 
 
 def run_info(events: pa.Table, run_id: str) -> RunInfo:
-    """The run's newest incarnation and its started/finished facts."""
+    """The run's newest incarnation and the started/finished facts of its newest attempt there."""
     i = events.schema.get_field_index("ts")
     rows = events.set_column(i, "ts", events["ts"].cast(pa.int64())).to_pylist()  # ts as epoch ns
     finished = [r for r in rows if r["event"] == "run_finished"]
     started = [r for r in rows if r["event"] == "run_started"]
     anchor = max(finished or started, key=lambda r: (r["ts"], r["_offset"]))
     inc = anchor["_incarnation"]
-    fin = max((r for r in finished if r["_incarnation"] == inc), key=lambda r: r["_offset"], default=None)
-    st = max((r for r in started if r["_incarnation"] == inc), key=lambda r: r["_offset"], default=None)
+    # one key = one partition: offsets order a run's events within an incarnation
+    starts = sorted((r for r in started if r["_incarnation"] == inc), key=lambda r: r["_offset"])
+    st = starts[-1] if starts else None
+    after = [r for r in finished if r["_incarnation"] == inc and (st is None or r["_offset"] > st["_offset"])]
+    fin = max(after, key=lambda r: r["_offset"], default=None)
 
     return RunInfo(
         run_id=run_id,
@@ -66,6 +79,7 @@ def run_info(events: pa.Table, run_id: str) -> RunInfo:
         started_ns=st["ts"] if st else None,
         finished_ns=fin["ts"] if fin else None,
         expected_samples=int(fin["sample_count"]) if fin else None,
+        attempts=max(1, len(starts)),
     )
 
 
@@ -84,11 +98,14 @@ class Assembled:
     duplicates: int
     incarnation: str | None
     repaired: dict[str, dict[str, int]]  # per channel: duplicates dropped, samples that arrived out of order
+    earlier_attempts: int = 0  # samples left out because they predate the current attempt
 
 
-def assemble_samples(samples_topic_dir: Path, run_id: str) -> Assembled:
+def assemble_samples(samples_topic_dir: Path, run_id: str, since_ns: int | None = None) -> Assembled:
     """All landed samples of the run from one topic incarnation, sorted and de-duplicated.
 
+    `since_ns`: the start of the run's current attempt when it has had several; older samples
+    belong to an earlier attempt and are left out (counted in `earlier_attempts`).
     Arrival order is the landing's offset order; a sample older than its channel's previous one
     arrived out of order. Both repairs are counted per channel so QC can report them.
     """
@@ -99,6 +116,13 @@ def assemble_samples(samples_topic_dir: Path, run_id: str) -> Assembled:
     if not files:
         return Assembled(schema.empty_table(), 0, None, {})
     table = pa.concat_tables([pq.read_table(f, columns=["ts", "channel", "value"]) for f in files])
+    earlier = 0
+    if since_ns is not None:
+        current = pc.greater_equal(table["ts"].cast(pa.int64()), since_ns)
+        earlier = table.num_rows - pc.sum(current).as_py() if table.num_rows else 0
+        table = table.filter(current)
+        if not table.num_rows:
+            return Assembled(schema.empty_table(), 0, incarnation, {}, earlier)
     enc = pc.dictionary_encode(table["channel"]).combine_chunks()
     names = np.asarray(enc.dictionary.to_pylist(), dtype=object)
     rank = np.empty(len(names), dtype=np.int32)
@@ -123,7 +147,7 @@ def assemble_samples(samples_topic_dir: Path, run_id: str) -> Assembled:
     sorted_names = sorted(names)
     repaired = {sorted_names[i]: {"duplicates": int(dups[i]), "out_of_order": int(out_of_order[i])}
                 for i in np.flatnonzero(dups + out_of_order)}
-    return Assembled(out, int(order.size - idx.size), incarnation, repaired)
+    return Assembled(out, int(order.size - idx.size), incarnation, repaired, int(earlier))
 
 
 def session_runs(runs_topic_dir: Path, session_id: str) -> list[str]:
