@@ -29,6 +29,7 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
 
 def write_parquet_atomic(table: pa.Table, path: Path, *, compression: str = "lz4") -> int:
     """Write `table` to `path` durably (tmp file + fsync + rename + dir fsync); return bytes written."""
+    created = _missing_dirs(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -39,12 +40,22 @@ def write_parquet_atomic(table: pa.Table, path: Path, *, compression: str = "lz4
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    # the file's directory entry, and the entries of any folders created for it (a new run_id=...)
+    for d in [path.parent, *(c.parent for c in created)]:
+        dir_fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     return path.stat().st_size
+
+
+def _missing_dirs(d: Path) -> list[Path]:
+    out = []
+    while not d.exists():
+        out.append(d)
+        d = d.parent
+    return out
 
 
 def hive_dir(root: Path, parts: Iterable[tuple[str, str]]) -> Path:
