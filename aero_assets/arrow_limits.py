@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import struct
 
-import pyarrow as pa
-
 # MessageHeader union tags (format/Message.fbs)
 _DICTIONARY_BATCH, _RECORD_BATCH = 2, 3
 
@@ -73,13 +71,12 @@ def _unpack(fmt: str, buf: memoryview, pos: int) -> tuple:
     return struct.unpack_from(fmt, buf, pos)
 
 
-def _batch_bytes(batch: _Table, body: pa.Buffer | None) -> int:
+def _batch_bytes(batch: _Table, body_view: memoryview) -> int:
     rows = batch.scalar(0, "<q")
     if rows < 0:
         raise ArrowLimitError(f"record batch declares a negative length ({rows})")
     start, n = batch.struct_vector(2, 16)
     compressed = batch.table(3) is not None
-    body_view = memoryview(body) if body is not None else memoryview(b"")
     total = 8 * rows  # a batch costs at least a word per row, even if it declares no buffers
     for i in range(n):
         offset, length = struct.unpack_from("<qq", batch.buf, start + 16 * i)
@@ -100,32 +97,44 @@ def _batch_bytes(batch: _Table, body: pa.Buffer | None) -> int:
 def decoded_size(value: bytes) -> int:
     """Bytes the stream's record and dictionary batches take once decoded (exact for buffers).
 
-    Raises `ArrowLimitError` for metadata it cannot follow and `OSError`/`pa.ArrowInvalid` when the
-    stream framing itself is broken (the caller turns both into a DLQ reason).
+    Walks the IPC stream framing itself (continuation marker, metadata length, flatbuffer, body)
+    rather than through pyarrow's MessageReader: it is on the landing's hot path, once per message.
+    Raises `ArrowLimitError` for framing or metadata it cannot follow.
     """
-    reader = pa.ipc.MessageReader.open_stream(pa.py_buffer(value))
-    total = 0
-    while True:
-        try:
-            msg = reader.read_next_message()
-        except StopIteration:
+    view = memoryview(value)
+    pos, total = 0, 0
+    while pos < len(view):
+        if pos + 4 > len(view):
+            raise ArrowLimitError("the stream ends inside a message header")
+        (meta_len,) = struct.unpack_from("<i", view, pos)
+        pos += 4
+        if meta_len == -1:  # continuation marker: the length follows (format >= 0.15)
+            if pos + 4 > len(view):
+                raise ArrowLimitError("the stream ends inside a message header")
+            (meta_len,) = struct.unpack_from("<i", view, pos)
+            pos += 4
+        if meta_len == 0:  # end-of-stream marker
             break
-        if msg is None:
-            break
-        meta = memoryview(msg.metadata)
+        if meta_len < 0 or pos + meta_len > len(view):
+            raise ArrowLimitError(f"a message declares {meta_len} bytes of metadata; the stream has "
+                                  f"{len(view) - pos} left")
+        meta = view[pos:pos + meta_len]
+        pos += meta_len
         (root,) = _unpack("<I", meta, 0)
         message = _Table(meta, root)
+        body_len = message.scalar(3, "<q")
+        if body_len < 0 or pos + body_len > len(view):
+            raise ArrowLimitError(f"a message declares a {body_len}-byte body; the stream has {len(view) - pos} left")
+        body = view[pos:pos + body_len]
+        pos += body_len
         kind = message.scalar(1, "<B")
         header = message.table(2)
-        if header is None:
-            continue
-        if kind == _DICTIONARY_BATCH:
+        if header is not None and kind == _DICTIONARY_BATCH:
             header = header.table(1)
-            if header is None:
-                continue
         elif kind != _RECORD_BATCH:
-            continue
-        total += _batch_bytes(header, msg.body)
+            header = None
+        if header is not None:
+            total += _batch_bytes(header, body)
     return total
 
 
