@@ -19,8 +19,12 @@ import struct
 _DICTIONARY_BATCH, _RECORD_BATCH = 2, 3
 
 
+class ArrowMalformed(ValueError):
+    """The stream's framing or batch metadata is broken; the text says where."""
+
+
 class ArrowLimitError(ValueError):
-    """The stream is malformed or would decode to more than allowed; the text says which."""
+    """The stream would decode to more bytes than allowed."""
 
 
 class _Table:
@@ -61,36 +65,36 @@ class _Table:
         (n,) = _unpack("<I", self.buf, p + rel)
         start = p + rel + 4
         if start + n * size > len(self.buf):
-            raise ArrowLimitError("record batch metadata lists more buffers than it holds")
+            raise ArrowMalformed("record batch metadata lists more buffers than it holds")
         return start, n
 
 
 def _unpack(fmt: str, buf: memoryview, pos: int) -> tuple:
     if pos < 0 or pos + struct.calcsize(fmt) > len(buf):
-        raise ArrowLimitError("record batch metadata points outside itself")
+        raise ArrowMalformed("record batch metadata points outside itself")
     return struct.unpack_from(fmt, buf, pos)
 
 
 def _batch_bytes(batch: _Table, body_view: memoryview) -> int:
     rows = batch.scalar(0, "<q")
     if rows < 0:
-        raise ArrowLimitError(f"record batch declares a negative length ({rows})")
+        raise ArrowMalformed(f"record batch declares a negative length ({rows})")
     start, n = batch.struct_vector(2, 16)
     compressed = batch.table(3) is not None
     total = 8 * rows  # a batch costs at least a word per row, even if it declares no buffers
     for i in range(n):
         offset, length = struct.unpack_from("<qq", batch.buf, start + 16 * i)
         if offset < 0 or length < 0 or offset + length > len(body_view):
-            raise ArrowLimitError("a buffer of the record batch lies outside the message body")
+            raise ArrowMalformed("a buffer of the record batch lies outside the message body")
         if not compressed or length == 0:
             total += length
             continue
         if length < 8:
-            raise ArrowLimitError("a compressed buffer is shorter than its 8-byte length prefix")
+            raise ArrowMalformed("a compressed buffer is shorter than its 8-byte length prefix")
         (raw,) = struct.unpack_from("<q", body_view, offset)
         total += length - 8 if raw == -1 else raw
         if raw < -1:
-            raise ArrowLimitError(f"a compressed buffer declares a negative length ({raw})")
+            raise ArrowMalformed(f"a compressed buffer declares a negative length ({raw})")
     return total
 
 
@@ -99,32 +103,33 @@ def decoded_size(value: bytes) -> int:
 
     Walks the IPC stream framing itself (continuation marker, metadata length, flatbuffer, body)
     rather than through pyarrow's MessageReader: it is on the landing's hot path, once per message.
-    Raises `ArrowLimitError` for framing or metadata it cannot follow.
+    Raises `ArrowMalformed` for framing or metadata it cannot follow.
     """
     view = memoryview(value)
     pos, total = 0, 0
     while pos < len(view):
         if pos + 4 > len(view):
-            raise ArrowLimitError("the stream ends inside a message header")
+            raise ArrowMalformed("the message ends before the stream does (inside a message header)")
         (meta_len,) = struct.unpack_from("<i", view, pos)
         pos += 4
         if meta_len == -1:  # continuation marker: the length follows (format >= 0.15)
             if pos + 4 > len(view):
-                raise ArrowLimitError("the stream ends inside a message header")
+                raise ArrowMalformed("the message ends before the stream does (inside a message header)")
             (meta_len,) = struct.unpack_from("<i", view, pos)
             pos += 4
         if meta_len == 0:  # end-of-stream marker
             break
         if meta_len < 0 or pos + meta_len > len(view):
-            raise ArrowLimitError(f"a message declares {meta_len} bytes of metadata; the stream has "
-                                  f"{len(view) - pos} left")
+            raise ArrowMalformed(f"the message ends before the stream does: a header declares {meta_len} "
+                                 f"bytes of metadata, {len(view) - pos} bytes are left")
         meta = view[pos:pos + meta_len]
         pos += meta_len
         (root,) = _unpack("<I", meta, 0)
         message = _Table(meta, root)
         body_len = message.scalar(3, "<q")
         if body_len < 0 or pos + body_len > len(view):
-            raise ArrowLimitError(f"a message declares a {body_len}-byte body; the stream has {len(view) - pos} left")
+            raise ArrowMalformed(f"the message ends before the stream does: a batch declares a {body_len}-byte "
+                                 f"body, {len(view) - pos} bytes are left")
         body = view[pos:pos + body_len]
         pos += body_len
         kind = message.scalar(1, "<B")

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from aero_assets.arrow_limits import ArrowLimitError, check_decoded_size
+from aero_assets.arrow_limits import ArrowLimitError, ArrowMalformed, check_decoded_size
 from aero_assets.ids import InvalidIdentifier, validate_id
 
 JSON = "application/json"
@@ -167,6 +167,8 @@ def read_arrow_stream(value: bytes, max_decoded_bytes: int = MAX_DECODED_BYTES) 
         return pa.ipc.open_stream(value).read_all()
     except ArrowLimitError as exc:
         raise DecodeError(f"Arrow IPC stream refused: {exc}") from None
+    except ArrowMalformed as exc:
+        raise DecodeError(f"Arrow IPC stream is truncated or corrupt ({exc})") from None
     except (OSError, pa.ArrowException) as exc:  # pyarrow reports framing errors as OSError
         raise DecodeError(f"Arrow IPC stream is truncated or corrupt ({_arrow_problem(exc)})") from None
 

@@ -134,3 +134,31 @@ def test_lifecycle_events_decode_and_validate():
                      ({**started, "baseline_run_id": "../b"}, r"\.\."), ({**started, "config": [1]}, "object")]:
         with pytest.raises(DecodeError, match=why):
             ev.decode(json.dumps(bad).encode(), b"r1", JSON)
+
+
+def _ipc(table, compression=None) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression=compression)) as w:
+        w.write_table(table, max_chunksize=700)
+    return sink.getvalue().to_pybytes()
+
+
+@pytest.mark.parametrize("compression", [None, "lz4", "zstd"])
+def test_the_decoded_size_of_an_arrow_stream_is_read_from_its_metadata(compression):
+    from aero_assets.arrow_limits import decoded_size
+
+    t = pa.table({"ts": pa.array(range(2000), pa.int64()).cast(TS_TYPE),
+                  "channel": pa.array(["FB_FZ", "FB_FX"] * 1000).dictionary_encode(),
+                  "value": pa.array([float(i) for i in range(2000)])})
+    size = decoded_size(_ipc(t, compression))
+    decoded = pa.ipc.open_stream(_ipc(t, compression)).read_all().nbytes
+    assert decoded <= size <= decoded + 8 * 2 * t.num_rows + 4096, "exact buffers, plus a word per row"
+
+
+@pytest.mark.parametrize("cut", [3, 9, 40, 300])
+def test_a_cut_or_scrambled_arrow_stream_is_refused_as_corrupt_not_as_a_decoder_bug(cut):
+    t = pa.table({"ts": pa.array([0, 1], pa.int64()).cast(TS_TYPE), "channel": ["A", "B"], "value": [1.0, 2.0]})
+    whole = _ipc(t, "lz4")
+    for broken in (whole[:cut], whole[:cut] + bytes(reversed(whole[cut:]))):
+        with pytest.raises(DecodeError, match="truncated or corrupt|refused|invalid|must|lacks"):
+            WindtunnelSamplesDecoder().decode(broken, b"r1", ARROW)
