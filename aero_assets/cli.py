@@ -38,7 +38,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from aero_assets.stack import run_demo
 
     return run_demo(load_settings(), ui_port=args.port, runs=args.runs, duration_s=args.duration,
-                    interval_s=args.interval, fault_rate=args.fault_rate)
+                    interval_s=args.interval, fault_rate=args.fault_rate, reuse_broker=args.reuse_broker)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--duration", type=float, default=10.0, help="seconds per simulated run")
     d.add_argument("--interval", type=float, default=60.0, help="seconds between further runs (0: none)")
     d.add_argument("--fault-rate", type=float, default=0.02, help="fault probability per channel of ordinary runs")
+    d.add_argument("--reuse-broker", action="store_true",
+                   help="use a broker already serving AERO_KAFKA_BOOTSTRAP's port (its topics may hold earlier "
+                        "data); without it the demo refuses to start on one it did not start")
     d.set_defaults(fn=cmd_demo)
 
     be = sub.add_parser("bench", help="measure Aero against its baseline; last line is JSON")

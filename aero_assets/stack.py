@@ -3,7 +3,8 @@
 `aero demo` is what a newcomer runs: the embedded broker, `dagster dev` (webserver + daemon)
 with `DAGSTER_HOME=$AERO_HOME/dagster`, and the simulator publishing runs. The sensor, not the
 demo, turns finished runs into landings, exactly as with a real rig. Ctrl-C stops everything
-this process started.
+this process started; so does a kill -9 of it (the broker and `dagster dev` are tied to it with
+`die_with_parent`). A broker it did not start is used only when that is explicit (`demo_broker`).
 """
 
 from __future__ import annotations
@@ -21,12 +22,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from resources.embedded_broker import EmbeddedBroker, port_is_open, stop_process_group
-from resources.kafka import KafkaResource
+from resources.embedded_broker import EmbeddedBroker, die_with_parent, port_is_open, stop_process_group
+from resources.kafka import BrokerUnavailable, KafkaResource
 from resources.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HEAVY_FAULT_RATE = 0.5
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+class DemoRefused(RuntimeError):
+    """`aero demo` will not go on; the message says why and what to do instead."""
 
 
 def _stop_event() -> threading.Event:
@@ -122,25 +128,72 @@ def prepare_dagster_home(settings: Settings) -> Path:
     return home
 
 
-def run_demo(settings: Settings, *, ui_port: int, runs: int, duration_s: float, interval_s: float,
-             fault_rate: float) -> int:
-    stop = _stop_event()
+def demo_broker(settings: Settings, *, reuse_broker: bool) -> tuple[EmbeddedBroker | None, KafkaResource, str]:
+    """The demo's broker: (the broker it started or None, a client for it, what to tell the user).
+
+    - Local settings and a free loopback port: start the embedded broker; it dies with this process.
+    - Local settings and the port already served: a broker this demo did not start, most likely one
+      left behind by an earlier `aero demo` or `aero broker`, with that session's topics, data and
+      committed offsets. Refused (DemoRefused) unless `reuse_broker` says to use it as it is.
+    - `AERO_ENV=production` or a bootstrap that is not loopback: the cluster the settings name.
+    Whenever the broker is not the demo's own, the message says so, with its cluster id.
+    """
+    host = settings.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[0]
     port = settings.kafka.first_port
-    broker = None
-    if settings.env == "local" and not port_is_open("127.0.0.1", port):
+    local = settings.env == "local" and host in LOOPBACK
+    if local and not port_is_open("127.0.0.1", port):
         broker, kafka = start_broker(settings, port)
-        print(f"aero demo: embedded broker on {broker.bootstrap}", flush=True)
-    else:
-        kafka = KafkaResource.from_settings(settings.kafka)
-        kafka.ensure_topics(settings.topics.all())
-        print(f"aero demo: using the Kafka broker at {settings.kafka.bootstrap_servers}", flush=True)
+        return broker, kafka, (f"aero demo: embedded broker on {broker.bootstrap} (cluster id {broker.cluster_id}, "
+                               "memory only; it stops with the demo)")
+    kafka = KafkaResource.from_settings(settings.kafka)
+    try:
+        cluster_id, topics = kafka.cluster(timeout=5)
+        ours = sorted(set(topics) & set(settings.topics.all()))
+        what = f"cluster id {cluster_id}"
+        if local and cluster_id.startswith("aero-"):
+            what += ", an embedded broker started by an earlier `aero demo` or `aero broker`"
+        what += f"; {len(ours)} of Aero's {len(settings.topics.all())} topics exist there"
+    except BrokerUnavailable as exc:
+        cluster_id, what = None, f"it did not answer as a Kafka broker: {exc}"
+    where = settings.kafka.bootstrap_servers
+    if local and not reuse_broker:
+        raise DemoRefused(
+            f"aero demo: {where} is already served by a broker this demo did not start ({what}). Its topics may "
+            "hold an earlier session's data and offsets, so this demo would not start clean. Stop that broker, "
+            "or set AERO_KAFKA_BOOTSTRAP to a free port (e.g. 127.0.0.1:9093), or pass --reuse-broker to use it "
+            "as it is."
+        )
+    if cluster_id is None:
+        raise DemoRefused(f"aero demo: cannot use the Kafka broker at {where}: {what}")
+    kafka.ensure_topics(settings.topics.all())
+    return None, kafka, (f"aero demo: WARNING: using the Kafka broker at {where}, which this demo did not start "
+                         f"({what}). Its topics may hold an earlier session's data; it keeps running when the "
+                         "demo stops.")
+
+
+def run_demo(settings: Settings, *, ui_port: int, runs: int, duration_s: float, interval_s: float,
+             fault_rate: float, reuse_broker: bool = False) -> int:
+    stop = _stop_event()
+    if port_is_open("127.0.0.1", ui_port):
+        print(f"aero demo: port {ui_port} is already in use (a Dagster UI left from an earlier demo?). "
+              "Stop it, or pick another with --port.", file=sys.stderr)
+        return 1
+    try:
+        broker, kafka, note = demo_broker(settings, reuse_broker=reuse_broker)
+    except DemoRefused as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(note, file=sys.stderr if broker is None else sys.stdout, flush=True)
     dagster_home = prepare_dagster_home(settings)
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "AERO_HOME": str(settings.home),
            "AERO_KAFKA_BOOTSTRAP": kafka.bootstrap_servers}
     dagster_bin = Path(sys.executable).with_name("dagster")
     cmd = [str(dagster_bin), "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(ui_port)]
     log = (settings.home / "dagster-dev.log").open("ab")
-    dev = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # SIGINT when this process dies, however it dies: `dagster dev` takes it as Ctrl-C and stops its
+    # webserver, daemon and code servers (a SIGKILL would leave those running, serving the old instance)
+    dev = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                           preexec_fn=die_with_parent(signal.SIGINT))
     print(f"aero demo: starting Dagster (logs in {settings.home / 'dagster-dev.log'}) ...", flush=True)
     try:
         deadline = time.monotonic() + 120

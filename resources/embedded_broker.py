@@ -2,16 +2,22 @@
 
 Memory-only: everything is gone when it stops. Each start gets a fresh cluster id so that
 consumers can tell a restarted broker from the one they knew (see `resources.kafka.TopicIdentity`).
+The broker dies with the process that started it, even when that one is killed (`die_with_parent`):
+a broker left behind would serve an earlier session's data to the next `aero demo`.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 # Tansu reads these from the environment as defaults; a stray one in the user's shell must not
@@ -53,6 +59,34 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 30.0) -> None:
         proc.wait()
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A `preexec_fn` for `subprocess.Popen`: the child receives `sig` when its parent dies, however it dies.
+
+    Linux only (prctl PR_SET_PDEATHSIG); on other systems None, i.e. no tie. Caveats, from prctl(2):
+    - the signal fires when the *thread* that forked the child exits, not the whole process, so call
+      Popen from a thread that lives as long as the child should (Aero starts children from the main
+      thread);
+    - it is not inherited by the child's own children: a child that has children of its own should
+      get a signal it handles by stopping them (`dagster dev` takes SIGINT as Ctrl-C);
+    - a parent that dies between fork and prctl is caught by comparing getppid() afterwards.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    prctl, parent = libc.prctl, os.getpid()  # resolved before the fork: the child only calls them
+
+    def preexec() -> None:
+        if prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(sig), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)):
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # the parent is already gone: nobody would ever signal us
+            os.kill(os.getpid(), sig)
+
+    return preexec
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -84,8 +118,10 @@ class EmbeddedBroker:
         out = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
         cmd = [broker_binary(), "broker", "--cluster-id", self.cluster_id,
                "--listener-url", url, "--advertised-listener-url", url]
+        # own session: a Ctrl-C in the terminal reaches only us, and we stop the broker in order;
+        # die_with_parent: a kill -9 of this process takes the broker with it
         self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=die_with_parent(signal.SIGKILL))
         deadline = time.monotonic() + timeout
         while not port_is_open(self.host, self.port):
             if self.proc.poll() is not None:

@@ -137,6 +137,11 @@ class KafkaResource(dg.ConfigurableResource):
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise
 
+    def cluster(self, timeout: float = 5.0) -> tuple[str, list[str]]:
+        """(cluster id, topic names) as the broker reports them; BrokerUnavailable when it does not answer."""
+        md = self._metadata(self.admin(), timeout)
+        return str(md.cluster_id), sorted(t for t in md.topics if not t.startswith("__"))
+
     def identity(self, topic: str, timeout: float = 5.0) -> TopicIdentity | None:
         """The topic's current incarnation, or None when the topic does not exist (yet)."""
         admin = self.admin()
