@@ -162,3 +162,50 @@ def test_a_cut_or_scrambled_arrow_stream_is_refused_as_corrupt_not_as_a_decoder_
     for broken in (whole[:cut], whole[:cut] + bytes(reversed(whole[cut:]))):
         with pytest.raises(DecodeError, match=r"truncated or corrupt|refused|invalid|must|lacks"):
             WindtunnelSamplesDecoder().decode(broken, b"r1", ARROW)
+
+
+def _block(channels, n=None):
+    n = n or len(channels)
+    return pa.table({"ts": pa.array(range(n), pa.int64()).cast(TS_TYPE), "channel": channels,
+                     "value": pa.array([1.0] * n)})
+
+
+def _lying_offsets_block() -> bytes:
+    """The samples schema, string offsets [0, 2, 2e9, 6, 8]: passes pyarrow's cheap checks (found by review)."""
+    import struct
+
+    good = _ipc(_block(pa.array(["C0", "C1", "C2", "C3"])))
+    return good.replace(struct.pack("<5i", 0, 2, 4, 6, 8), struct.pack("<5i", 0, 2, 2_000_000_000, 6, 8))
+
+
+def _lying_dictionary_block(end: int) -> bytes:
+    import struct
+
+    ch = pa.DictionaryArray.from_arrays(pa.array([0, 1, 2, 3] * 2, pa.int32()), pa.array(["C0", "C1", "C2", "C3"]))
+    return _ipc(_block(ch)).replace(struct.pack("<5i", 0, 2, 4, 6, 8), struct.pack("<5i", 0, 2, 4, 6, end))
+
+
+@pytest.mark.parametrize("make", [
+    _lying_offsets_block,
+    lambda: _lying_dictionary_block(2_000_000_000),  # crashed the process in the dictionary cast
+    lambda: _lying_dictionary_block(100_000),  # was accepted, with 200 KB of foreign memory as a channel name
+    lambda: _ipc(_block(pa.array([b"ok", b"\xff\xfe"], pa.binary()).cast(pa.string(), safe=False))),
+], ids=["offsets", "dictionary-crash", "dictionary-overread", "not-utf8"])
+def test_an_arrow_block_with_lying_buffers_is_refused_before_anything_reads_them(make):
+    with pytest.raises(DecodeError, match="truncated or corrupt"):
+        WindtunnelSamplesDecoder().decode(make(), b"r1", ARROW)
+
+
+def test_a_dictionary_that_would_expand_past_the_limit_is_refused():
+    rows = 100_000
+    ch = pa.DictionaryArray.from_arrays(pa.array([0] * rows, pa.int8()), pa.array(["X" * 20_000]))
+    bomb = _ipc(_block(ch, rows), "zstd")
+    assert len(bomb) < 200_000
+    with pytest.raises(DecodeError, match="dictionary expands to 2,000,000,000 bytes"):
+        WindtunnelSamplesDecoder().decode(bomb, b"r1", ARROW)
+
+
+def test_a_very_wide_block_is_refused_quickly():
+    wide = pa.table({f"c{i}": pa.array([1.0]) for i in range(5000)})
+    with pytest.raises(DecodeError, match="5000 columns"):
+        WindtunnelSamplesDecoder().decode(_ipc(wide), b"r1", ARROW)
