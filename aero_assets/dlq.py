@@ -7,8 +7,8 @@ Each DLQ message on `<topic>.dlq` carries the original key and headers plus:
 
 A message too large for the DLQ (Kafka brokers refuse messages over ~1 MB by default; the original
 may have been accepted by a broker configured for more) is kept whole in the lake under
-`<lake>/dlq/<topic>/<incarnation>-p<partition>-<offset>.bin`, and the DLQ gets its first
-`TRUNCATED_BYTES` with `aero-truncated`, `aero-payload-bytes`, `aero-payload-sha256` and
+`<lake>/dlq/<topic>/<incarnation>-p<partition>-<offset>.bin` (key and headers in a `.json` beside
+it), and the DLQ gets its first `TRUNCATED_BYTES` with `aero-truncated`, `aero-payload-bytes`, `aero-payload-sha256` and
 `aero-payload-path` (relative to the lake root). One oversized message can therefore never wedge a
 topic's landing.
 
@@ -19,7 +19,9 @@ skips sources already there, so the DLQ holds each bad message once.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,8 +29,8 @@ from pathlib import Path
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from aero_assets.landing_state import write_bytes_atomic
 from resources.kafka import KafkaResource
+from resources.lake import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,11 @@ _OWN_HEADERS = {ERROR_HEADER, SOURCE_HEADER, INCARNATION_HEADER, "aero-truncated
 
 def dlq_topic_of(topic: str) -> str:
     return f"{topic}.dlq"
+
+
+def dlq_dir(lake_root: Path, topic: str) -> Path:
+    """Where oversized DLQ messages of `topic` are kept whole."""
+    return lake_root / "dlq" / topic
 
 
 @dataclass
@@ -92,13 +99,13 @@ class DlqWriter:
 
     def _spill(self, msg, value: bytes, key: bytes | None, headers: list, original: list):
         """Keep the whole message in the lake; send a stub that fits."""
-        rel = Path("dlq") / self.topic / f"{self.incarnation}-p{msg.partition()}-{msg.offset():020d}.bin"
+        rel = dlq_dir(Path(), self.topic) / f"{self.incarnation}-p{msg.partition()}-{msg.offset():020d}.bin"
         write_bytes_atomic(self.lake_root / rel, value)
-        if original:  # headers can be large too: keep them next to the payload, send only ours
-            import json
-
-            write_bytes_atomic((self.lake_root / rel).with_suffix(".headers.json"), json.dumps(
-                [[k, (v or b"").decode("utf-8", "replace")] for k, v in original]).encode())
+        # key and headers beside it, losslessly (base64: header values are bytes, not text)
+        write_bytes_atomic((self.lake_root / rel).with_suffix(".json"), json.dumps({
+            "key_b64": base64.b64encode(key).decode() if key is not None else None,
+            "headers": [[k, base64.b64encode(v).decode() if v is not None else None] for k, v in original],
+        }).encode())
         self.stats.oversized += 1
         self.stats.payload_files.append(self.lake_root / rel)
         ours = [h for h in headers if h[0] in _OWN_HEADERS]

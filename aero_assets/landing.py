@@ -34,12 +34,13 @@ import pyarrow as pa
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from aero_assets.codec import DecodeError, Decoder, content_type_of
-from aero_assets.dlq import ERROR_HEADER, DlqWriter
+from aero_assets.dlq import ERROR_HEADER, DlqWriter, dlq_dir
 from aero_assets.landing_state import (
     Checkpoint,
     file_name,
     landed_files,
     parse_file_name,
+    partition_files,
     remove_files_from,
     remove_temp_files,
     topic_lock,
@@ -137,14 +138,16 @@ def land_topic(
     and checkpoint written) are crash points for tests.
     """
     t0 = time.perf_counter()
-    identity = identity or kafka.identity(topic)
-    result = LandingResult(topic=topic, incarnation=identity.incarnation if identity else None)
-    if identity is None:
-        log.info("topic %s does not exist yet: nothing to land", topic)
-        return result
     topic_dir = lake_root / "landing" / topic
+    result = LandingResult(topic=topic, incarnation=None)
     with topic_lock(topic_dir, timeout_s=lock_timeout_s) as waited:
         result.lock_wait_seconds = waited
+        # looked up under the lock: a landing that waited minutes must not land a stale incarnation
+        identity = identity if identity is not None and waited == 0 else kafka.identity(topic)
+        if identity is None:
+            log.info("topic %s does not exist yet: nothing to land", topic)
+            return result
+        result.incarnation = identity.incarnation
         _land_locked(kafka, lake_root, topic_dir, identity, decoder, result, group_id=group_id,
                      chunk_messages=chunk_messages, chunk_bytes=chunk_bytes, idle_timeout_s=idle_timeout_s,
                      after_file=after_file, before_commit=before_commit, progress=progress)
@@ -152,8 +155,13 @@ def land_topic(
     return result
 
 
+class IncarnationChanged(RuntimeError):
+    """The broker restarted or the topic was recreated while a landing ran; nothing of the chunk is kept."""
+
+
 def _start_positions(consumer, topic_dir: Path, identity: TopicIdentity, checkpoint: Checkpoint,
-                     result: LandingResult) -> dict[int, int]:
+                     result: LandingResult) -> tuple[dict[int, int], dict[int, int]]:
+    """(where to start reading, the committed offsets as found) per partition."""
     committed = consumer.committed([TopicPartition(identity.topic, p) for p in identity.partitions], timeout=10)
     positions: dict[int, int] = {}
     sources = set()
@@ -169,22 +177,38 @@ def _start_positions(consumer, topic_dir: Path, identity: TopicIdentity, checkpo
             positions[tp.partition] = checkpoint.partitions.get(tp.partition, 0)
             source = "lake checkpoint" if tp.partition in checkpoint.partitions else "beginning"
         sources.add(source)
+        positions[tp.partition] = _before_straddling_files(topic_dir, identity.incarnation, tp.partition,
+                                                           positions[tp.partition])
         result.orphans_removed += remove_files_from(topic_dir, identity.incarnation, tp.partition,
                                                     positions[tp.partition])
     result.start_offsets, result.start_source = dict(positions), ", ".join(sorted(sources))
-    return positions
+    return positions, {tp.partition: tp.offset for tp in committed}
+
+
+def _before_straddling_files(topic_dir: Path, incarnation: str, partition: int, position: int) -> int:
+    """Move a start inside a landed file back to that file's first offset.
+
+    A group rewound to the middle of a file (an operator replaying part of a topic) would otherwise
+    land the file's tail a second time next to it. Re-landing from the file's start rewrites it.
+    """
+    files = partition_files(topic_dir, incarnation, partition)
+    while True:
+        inside = [first for _, first, last in files if first < position <= last]
+        if not inside:
+            return position
+        position = min(inside)
 
 
 def _land_locked(kafka: KafkaResource, lake_root: Path, topic_dir: Path, identity: TopicIdentity,
                  decoder: Decoder, result: LandingResult, *, group_id: str, chunk_messages: int,
                  chunk_bytes: int, idle_timeout_s: float, after_file, before_commit, progress) -> None:
     topic, inc = identity.topic, identity.incarnation
-    result.temp_files_removed = remove_temp_files(topic_dir)[0]
+    result.temp_files_removed = remove_temp_files(topic_dir)[0] + remove_temp_files(dlq_dir(lake_root, topic))[0]
     checkpoint = Checkpoint.load(topic_dir, inc)
     consumer = kafka.consumer(group_id)
     dlq = None
     try:
-        positions = _start_positions(consumer, topic_dir, identity, checkpoint, result)
+        positions, committed = _start_positions(consumer, topic_dir, identity, checkpoint, result)
         # Starting behind the checkpoint (a crash between checkpoint and commit, or a rewound group):
         # DLQ messages for the range ahead may predate the checkpoint's DLQ ends, so look from the start.
         behind = any(o < checkpoint.partitions.get(p, o) for p, o in positions.items())
@@ -204,8 +228,14 @@ def _land_locked(kafka: KafkaResource, lake_root: Path, topic_dir: Path, identit
                                                     f"within {idle_timeout_s}s"))
                 continue
             files, commit = [], []
+            budget = chunk_bytes  # counted again in decoded bytes: a small message can expand a lot
             for partition, msgs in batch.items():
-                good, bad = _decode_partition(decoder, msgs)
+                good, bad, used, n = _decode_partition(decoder, msgs, max(budget, 1))
+                budget -= used
+                if n < len(msgs):  # over budget: the rest of the partition is read again by the next chunk
+                    del msgs[n:]
+                    consumer.seek(TopicPartition(topic, partition, msgs[-1].offset() + 1))
+                    open_parts.add(partition)
                 for msg, reason in bad:
                     dlq.send(msg, reason)
                 first, last = msgs[0].offset(), msgs[-1].offset()
@@ -223,13 +253,14 @@ def _land_locked(kafka: KafkaResource, lake_root: Path, topic_dir: Path, identit
                 result.messages += len(msgs)
                 commit.append(TopicPartition(topic, partition, last + 1))
             dlq.flush()
+            _same_incarnation(kafka, identity, files)
             checkpoint.partitions.update({tp.partition: tp.offset for tp in commit})
             checkpoint.dlq_ends = dict(dlq.ends)
             checkpoint.save(topic_dir)
             if before_commit is not None:
                 before_commit(files)
-            _commit_forward(consumer, commit, positions)
-            positions.update({tp.partition: tp.offset for tp in commit})
+            _commit_forward(consumer, commit, committed)
+            committed.update({tp.partition: tp.offset for tp in commit})
             result.files.extend(files)
             if progress is not None:
                 progress(sum(len(m) for m in batch.values()))
@@ -241,8 +272,27 @@ def _land_locked(kafka: KafkaResource, lake_root: Path, topic_dir: Path, identit
             result.dlq_repeats_skipped, result.dlq_oversized = s.repeats_skipped, s.oversized
 
 
-def _commit_forward(consumer, commit: list[TopicPartition], positions: dict[int, int]) -> None:
-    """Commit, unless another landing moved a committed offset past where this chunk started.
+def _same_incarnation(kafka: KafkaResource, identity: TopicIdentity, files: list[Path]) -> None:
+    """Stop before checkpoint and commit if the broker restarted or the topic was recreated meanwhile.
+
+    A restarted broker answers on the same address: offsets read from the old one and committed
+    to the new one would make the next landing skip the new topic's first messages. The chunk's
+    files may mix both brokers' messages, so they are removed, not checkpointed.
+    """
+    now = kafka.identity(identity.topic)
+    if now is not None and now.incarnation == identity.incarnation:
+        return
+    for f in files:
+        f.unlink(missing_ok=True)
+    raise IncarnationChanged(
+        f"{identity.topic} changed while landing (incarnation {identity.incarnation} -> "
+        f"{now.incarnation if now else 'gone'}): the broker restarted or the topic was recreated. Nothing of "
+        "this chunk was committed; the next landing reads the new incarnation from its start."
+    )
+
+
+def _commit_forward(consumer, commit: list[TopicPartition], expected: dict[int, int]) -> None:
+    """Commit, unless another landing moved a committed offset since this landing last saw it.
 
     Under the topic lock this cannot happen; it guards against a landing of the same group that
     does not share our lake (and so not our lock): committing would move its offsets backwards.
@@ -251,13 +301,22 @@ def _commit_forward(consumer, commit: list[TopicPartition], positions: dict[int,
     for tp in now:
         if tp.error:
             raise KafkaException(tp.error)
-        if tp.offset > positions[tp.partition]:
+        if tp.offset != expected[tp.partition] and tp.offset > max(expected[tp.partition], 0):
             raise LandingConflict(
-                f"the committed offset of {tp.topic}/{tp.partition} moved from {positions[tp.partition]} to "
+                f"the committed offset of {tp.topic}/{tp.partition} moved from {expected[tp.partition]} to "
                 f"{tp.offset} while this landing ran: another landing of the group uses a different lake or "
                 "ignores its lock. Not committing (that would move the offset backwards)."
             )
     consumer.commit(offsets=commit, asynchronous=False)
+
+
+def _wire_size(m) -> int:
+    """Bytes a message holds in memory: value, key and headers (a tombstone still has a key and headers)."""
+    size = len(m.value() or b"") + len(m.key() or b"") + 64
+    headers = m.headers()
+    if headers:
+        size += sum(len(k) + len(v or b"") for k, v in headers)
+    return size
 
 
 def _read_chunk(consumer, open_parts: set[int], limit: int, byte_limit: int, idle_timeout_s: float):
@@ -289,7 +348,7 @@ def _read_chunk(consumer, open_parts: set[int], limit: int, byte_limit: int, idl
                 log.warning("consumer error on %s: %s", m.topic(), err)
                 continue
             batch[m.partition()].append(m)
-            size += len(m) if m.value() is not None else 0
+            size += _wire_size(m)
         full = size >= byte_limit or any(len(v) >= limit for v in batch.values())
     if full:
         # keep at most `limit` per partition and stop at the byte budget; prefetched messages past
@@ -299,7 +358,7 @@ def _read_chunk(consumer, open_parts: set[int], limit: int, byte_limit: int, idl
             keep = 0
             for m in msgs[:limit]:
                 keep += 1
-                budget -= len(m) if m.value() is not None else 0
+                budget -= _wire_size(m)
                 if budget <= 0:
                     break
             keep = max(keep, 1)
@@ -311,12 +370,17 @@ def _read_chunk(consumer, open_parts: set[int], limit: int, byte_limit: int, idl
     return {p: v for p, v in batch.items() if v}, eof
 
 
-def _decode_partition(decoder: Decoder, msgs: list) -> tuple[dict[str | None, pa.Table], list[tuple[object, str]]]:
-    """Decode one partition's messages, grouped by split value; bad ones are returned with a reason."""
+def _decode_partition(decoder: Decoder, msgs: list, budget: int):
+    """Decode a partition's messages in order until `budget` decoded bytes are used (at least one message).
+
+    Returns (tables by split value, bad messages with a reason, decoded bytes used, messages used).
+    """
     tables: dict[str | None, list[pa.Table]] = defaultdict(list)
     offsets: dict[str | None, list[tuple[int, int]]] = defaultdict(list)
     bad = []
+    used = n = 0
     for m in msgs:
+        n += 1
         try:
             d = decoder.decode(m.value(), m.key(), content_type_of(m.headers(), m.value()))
         except DecodeError as exc:
@@ -328,10 +392,13 @@ def _decode_partition(decoder: Decoder, msgs: list) -> tuple[dict[str | None, pa
             continue
         tables[d.split].append(d.table)
         offsets[d.split].append((m.offset(), d.table.num_rows))
+        used += d.table.nbytes
+        if used >= budget:
+            break
     out = {}
     for split, ts in tables.items():
         table = pa.concat_tables(ts)
         offs = np.array(offsets[split], dtype=np.int64)
         table = table.append_column("_offset", pa.array(np.repeat(offs[:, 0], offs[:, 1])))
         out[split] = table
-    return out, bad
+    return out, bad, used, n

@@ -21,10 +21,11 @@ import json
 import os
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from resources.lake import make_dirs_durable, write_bytes_atomic
 
 LOCK_NAME = ".landing.lock"
 CHECKPOINT_DIR = "_checkpoint"
@@ -98,7 +99,7 @@ def topic_lock(topic_dir: Path, timeout_s: float = 600.0, poll_s: float = 0.1) -
     topic locked. It is per host (and per NFS server with lock support): lakes shared between
     hosts on object storage need the Dagster pool, which every Aero deployment configures as well.
     """
-    topic_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs_durable(topic_dir)
     path = topic_dir / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     t0 = time.monotonic()
@@ -142,14 +143,18 @@ class Checkpoint:
         p = cls.path(topic_dir, incarnation)
         try:
             obj = json.loads(p.read_text())
+            cp = cls(incarnation, {int(k): int(v) for k, v in obj.get("partitions", {}).items()},
+                     {int(k): int(v) for k, v in obj.get("dlq_ends", {}).items()})
         except FileNotFoundError:
             return cls(incarnation)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
             # a torn checkpoint cannot happen (atomic rename); an edited one must not be trusted
-            raise RuntimeError(f"landing checkpoint {p} is unreadable ({exc}); delete it to resume "
-                               "from the consumer group's committed offsets") from exc
-        return cls(incarnation, {int(k): int(v) for k, v in obj.get("partitions", {}).items()},
-                   {int(k): int(v) for k, v in obj.get("dlq_ends", {}).items()})
+            raise RuntimeError(f"landing checkpoint {p} is unreadable ({type(exc).__name__}: {exc}); delete it "
+                               "to resume from the consumer group's committed offsets") from exc
+        if any(v < 0 for v in [*cp.partitions.values(), *cp.dlq_ends.values()]):
+            raise RuntimeError(f"landing checkpoint {p} holds a negative offset; delete it to resume from the "
+                               "consumer group's committed offsets")
+        return cp
 
     def save(self, topic_dir: Path) -> None:
         p = self.path(topic_dir, self.incarnation)
@@ -158,26 +163,3 @@ class Checkpoint:
                            "partitions": {str(k): v for k, v in sorted(self.partitions.items())},
                            "dlq_ends": {str(k): v for k, v in sorted(self.dlq_ends.items())}})
         write_bytes_atomic(p, body.encode())
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """tmp file + fsync + rename + directory fsync: the file is whole or absent after a crash."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with tmp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -29,8 +29,7 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
 
 def write_parquet_atomic(table: pa.Table, path: Path, *, compression: str = "lz4") -> int:
     """Write `table` to `path` durably (tmp file + fsync + rename + dir fsync); return bytes written."""
-    created = _missing_dirs(path.parent)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs_durable(path.parent)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         pq.write_table(table, tmp, compression=compression, row_group_size=1_000_000,
@@ -40,22 +39,44 @@ def write_parquet_atomic(table: pa.Table, path: Path, *, compression: str = "lz4
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
-    # the file's directory entry, and the entries of any folders created for it (a new run_id=...)
-    for d in [path.parent, *(c.parent for c in created)]:
-        dir_fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    fsync_dir(path.parent)
     return path.stat().st_size
 
 
-def _missing_dirs(d: Path) -> list[Path]:
-    out = []
+def fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs_durable(d: Path) -> None:
+    """mkdir -p, then fsync the parent of every folder created (a new run_id=... folder included)."""
+    created = []
     while not d.exists():
-        out.append(d)
+        created.append(d)
         d = d.parent
-    return out
+    if not created:
+        return
+    created[0].mkdir(parents=True, exist_ok=True)
+    for c in created:
+        fsync_dir(c.parent)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """tmp file + fsync + rename + directory fsync: the file is whole or absent after a crash."""
+    make_dirs_durable(path.parent)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
 
 
 def hive_dir(root: Path, parts: Iterable[tuple[str, str]]) -> Path:

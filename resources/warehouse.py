@@ -32,6 +32,10 @@ class WarehouseBusy(RuntimeError):
     """Another process holds the DuckDB file; try again later."""
 
 
+class WarehouseUnusable(RuntimeError):
+    """The DuckDB file cannot be opened for another reason than a lock (corrupt, unreadable)."""
+
+
 def _quote_ident(name: str) -> str:
     if not _IDENT.match(name):
         raise ValueError(f"{name!r} is not a safe SQL identifier (lowercase letters, digits, _).")
@@ -68,8 +72,11 @@ class WarehouseResource(DuckDBResource):
             try:
                 conn = duckdb.connect(self.database, read_only=False, config=dict(self.connection_config))
                 break
-            except duckdb.IOException as exc:  # "Could not set lock on file": someone holds it
-                if time.monotonic() + delay > deadline:
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():  # not a held lock: a corrupt file, a permission error
+                    raise WarehouseUnusable(f"{self.database} cannot be opened: {exc}. Move it away; "
+                                            "warehouse_views_sensor recreates the views in a new file.") from None
+                if time.monotonic() + delay > deadline:  # "Could not set lock on file": someone holds it
                     raise WarehouseBusy(f"{self.database} is locked by another process ({exc})") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import dagster as dg
 
 from resources.lake import LakeResource
-from resources.warehouse import ViewSpec, WarehouseBusy, WarehouseResource
+from resources.warehouse import ViewSpec, WarehouseBusy, WarehouseResource, WarehouseUnusable
 
 
 def build_warehouse_views_sensor(view_specs: Callable[[LakeResource], list[ViewSpec]],
@@ -28,6 +28,9 @@ def build_warehouse_views_sensor(view_specs: Callable[[LakeResource], list[ViewS
             created = warehouse.ensure_views(view_specs(lake))
         except WarehouseBusy as exc:
             return dg.SkipReason(f"{exc}; views will be created on a later tick.")
+        except WarehouseUnusable as exc:
+            context.log.error(str(exc))
+            return dg.SkipReason(str(exc))
         if created:
             context.log.info(f"created DuckDB views: {', '.join(created)}")
             return dg.SkipReason(f"Created views {', '.join(created)}.")

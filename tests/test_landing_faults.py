@@ -246,6 +246,11 @@ def test_an_oversized_message_goes_to_the_dlq_as_a_stub_and_the_topic_keeps_land
     assert int(h["aero-payload-bytes"]) == len(payload)
     kept = lake.path / h["aero-payload-path"].decode()
     assert kept.read_bytes() == payload, "the whole message is kept in the lake's DLQ area"
+    import base64
+    import json
+
+    side = json.loads(kept.with_suffix(".json").read_text())
+    assert base64.b64decode(side["key_b64"]) == b"run-a", "key (and headers) kept losslessly beside it"
     assert b"neither JSON nor" in h[ERROR_HEADER]
 
 
@@ -304,3 +309,65 @@ def test_a_truncated_arrow_body_gets_a_reason_that_says_so(kafka, lake, publishe
     [msg] = _dlq_messages(kafka, 1)
     text = dict(msg.headers())[ERROR_HEADER].decode()
     assert "truncated or corrupt" in text and "ends before the stream does" in text
+
+
+def test_a_broker_restart_during_a_landing_commits_nothing_and_the_new_topic_lands_whole(broker, kafka, lake,
+                                                                                         publisher):
+    from resources.embedded_broker import EmbeddedBroker
+
+    publisher.arrow(TOPIC, _run("run-old").table, "run-old")
+    replacement: list[EmbeddedBroker] = []
+
+    def restart(path):
+        if not replacement:  # the broker restarts (memory only: a new, empty incarnation on the same port)
+            broker.stop()
+            replacement.append(EmbeddedBroker(port=broker.port).start())
+            kafka.ensure_topics([TOPIC])
+
+    try:
+        with pytest.raises(RuntimeError, match="changed while landing"):
+            land_topic(kafka, lake.path, TOPIC, DEC, after_file=restart)
+        assert _committed(kafka) < 0, "no offset of the old broker was committed to the new one"
+        new = _run("run-new", seconds=0.3, seed=8)
+        from tests.conftest import Publisher
+
+        Publisher(kafka).arrow(TOPIC, new.table, "run-new", block=500)
+        res = land_topic(kafka, lake.path, TOPIC, DEC)
+        assert res.ranges[0][0].first == 0
+        _assert_exactly(lake, new)
+    finally:
+        for b in replacement:
+            b.stop()
+
+
+def test_a_chunk_is_bounded_by_decoded_bytes_not_only_by_wire_bytes(kafka, lake, publisher):
+    run = _run("run-a", seconds=0.5)  # 19,400 samples, ~0.6 MB decoded
+    publisher.arrow(TOPIC, run.table, "run-a", block=1000)  # 20 messages
+    res = land_topic(kafka, lake.path, TOPIC, DEC, chunk_bytes=120_000)
+    assert len(res.ranges[0]) >= 4, "several chunks, each within the decoded budget (plus one message)"
+    assert [r.first for r in res.ranges[0][1:]] == [r.last + 1 for r in res.ranges[0][:-1]], "contiguous"
+    _assert_exactly(lake, run)
+
+
+def test_a_group_rewound_into_the_middle_of_a_landed_file_relands_that_file_not_its_tail_twice(kafka, lake,
+                                                                                             publisher):
+    run = _run("run-a", seconds=0.3)
+    publisher.arrow(TOPIC, run.table, "run-a", block=1000)
+    first = land_topic(kafka, lake.path, TOPIC, DEC)
+    assert len(first.files) == 1
+    c = kafka.consumer(LANDING_GROUP)
+    c.commit(offsets=[TopicPartition(TOPIC, 0, 7)], asynchronous=False)  # an operator rewinds the group
+    c.close()
+    again = land_topic(kafka, lake.path, TOPIC, DEC)
+    assert again.start_offsets == {0: 0}, "moved back to the start of the file holding offset 7"
+    _assert_exactly(lake, run)
+
+
+def test_an_edited_checkpoint_stops_the_landing_with_a_message_that_says_what_to_do(kafka, lake, publisher):
+    publisher.arrow(TOPIC, _run("run-a").table, "run-a")
+    res = land_topic(kafka, lake.path, TOPIC, DEC)
+    [cp] = (lake.path / "landing" / TOPIC / "_checkpoint").glob("*.json")
+    cp.write_text('{"partitions": [1, 2]}')
+    with pytest.raises(RuntimeError, match=r"unreadable .*delete it"):
+        land_topic(kafka, lake.path, TOPIC, DEC, group_id="fresh-group")
+    assert res.rows

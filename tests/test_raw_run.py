@@ -171,3 +171,38 @@ def test_a_complete_raw_run_is_never_overwritten_by_an_incomplete_later_attempt(
     assert _values(settings, first.run_id).equals(before), "the good file is untouched"
     rejected = list((settings.lake_dir / "windtunnel" / "raw_run_rejected").glob("**/*.parquet"))
     assert len(rejected) == 1, "the failed assembly is kept for inspection, beside raw_run"
+
+
+def test_a_rerun_with_the_same_timestamps_replaces_the_earlier_attempts_values(settings, instance, kafka):
+    first = _publish(settings, kafka)
+    assert _check(_materialize(settings, instance, first.run_id)).passed
+    second = _republish(settings, kafka, first.run_id, seed=13, later_s=0)  # same started_at, same ts grid
+    result = _materialize(settings, instance, first.run_id)
+    check = _check(result)
+    assert check.passed and "replaced by the newest" in check.description
+    want = second.table.sort_by([("channel", "ascending"), ("ts", "ascending")])
+    assert _values(settings, first.run_id)["value"].equals(want["value"])
+
+
+def test_an_attempt_whose_start_is_not_a_whole_microsecond_keeps_all_its_samples(settings, instance, kafka):
+    first = _publish(settings, kafka)
+    assert _check(_materialize(settings, instance, first.run_id)).passed
+    run = simulate_run(first.run_id, duration_s=0.5, started_ns=T0 + 60 * 10**9 + 777, seed=14)
+    publish_run(kafka, run, samples_topic=settings.topics.windtunnel_samples,
+                runs_topic=settings.topics.windtunnel_runs, session_id="s1", baseline_run_id=None)
+    result = _materialize(settings, instance, first.run_id)
+    assert _check(result).passed, _check(result).description
+    assert _values(settings, first.run_id).num_rows == run.sample_count
+
+
+def test_a_run_finished_that_overtook_its_run_started_still_completes_the_run(settings, instance, kafka, publisher):
+    run = simulate_run("s1-run005", duration_s=0.5, started_ns=T0, seed=15)
+    runs_topic = settings.topics.windtunnel_runs
+    publisher.json(runs_topic, {"event": "run_finished", "run_id": run.run_id, "finished_at": "2026-01-01T00:01:00Z",
+                                "sample_count": run.sample_count}, run.run_id)
+    publisher.json(runs_topic, {"event": "run_started", "run_id": run.run_id, "session_id": "s1",
+                                "started_at": "2026-01-01T00:00:00Z", "config": {}, "baseline_run_id": None},
+                   run.run_id)
+    publisher.arrow(settings.topics.windtunnel_samples, run.table, run.run_id)
+    result = _materialize(settings, instance, run.run_id)
+    assert result.success and _check(result).passed, _check(result).description

@@ -72,3 +72,12 @@ def test_an_analyst_holding_the_warehouse_neither_stalls_nor_fails_the_run_and_v
     finally:
         con.close()
     assert "Every view" in _views_tick(settings, instance, defs).skip_message
+
+
+def test_a_corrupt_warehouse_file_is_reported_as_corrupt_not_as_locked(settings, instance, kafka):
+    run = _publish(settings, kafka)
+    assert _materialize(settings, instance, run.run_id).success
+    settings.warehouse_path.write_bytes(b"not a duckdb file" * 100)
+    skipped = _views_tick(settings, instance, build_definitions(settings))
+    assert "cannot be opened" in skipped.skip_message and "not a valid DuckDB database" in skipped.skip_message
+    assert "locked" not in skipped.skip_message

@@ -120,7 +120,9 @@ def build_windtunnel_landing(topics: Topics) -> list:
             desc = f"{samples.num_rows:,} samples landed, but run_finished has not arrived"
         if info.attempts > 1:
             desc += (f" (attempt {info.attempts} of this run id; {assembled.earlier_attempts:,} samples of "
-                     "earlier attempts left out)")
+                     "earlier attempts left out"
+                     + (f", {duplicates:,} at timestamps an earlier attempt also had replaced by the newest"
+                        if duplicates else "") + ")")
         if kept:
             desc += "; raw_run still holds the complete earlier attempt"
         check = dg.AssetCheckResult(

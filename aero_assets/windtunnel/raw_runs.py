@@ -18,6 +18,8 @@ import pyarrow.parquet as pq
 
 from aero_assets.landing import landed_files, parse_file_name
 
+START_PRECISION_NS = 1_000_000  # started_at is ISO-8601 (us) or epoch ms; samples carry ns
+
 
 @dataclass(frozen=True)
 class RunInfo:
@@ -52,7 +54,8 @@ def read_run_events(runs_topic_dir: Path, run_id: str) -> pa.Table | None:
     tables = []
     for f in files:
         t = pq.read_table(f)
-        tables.append(t.append_column("_incarnation", pa.array([parse_file_name(f.name)[0]] * t.num_rows)))
+        t = t.append_column("_incarnation", pa.array([parse_file_name(f.name)[0]] * t.num_rows))
+        tables.append(t.append_column("_landed_ns", pa.array([f.stat().st_mtime_ns] * t.num_rows, pa.int64())))
     return pa.concat_tables(tables, promote_options="default")
 
 
@@ -62,12 +65,16 @@ def run_info(events: pa.Table, run_id: str) -> RunInfo:
     rows = events.set_column(i, "ts", events["ts"].cast(pa.int64())).to_pylist()  # ts as epoch ns
     finished = [r for r in rows if r["event"] == "run_finished"]
     started = [r for r in rows if r["event"] == "run_started"]
-    anchor = max(finished or started, key=lambda r: (r["ts"], r["_offset"]))
+    # the incarnation landed last, as for the samples (`newest_incarnation`): event clocks can go back
+    anchor = max(rows, key=lambda r: (r.get("_landed_ns", 0), r["_offset"]))
     inc = anchor["_incarnation"]
     # one key = one partition: offsets order a run's events within an incarnation
     starts = sorted((r for r in started if r["_incarnation"] == inc), key=lambda r: r["_offset"])
     st = starts[-1] if starts else None
-    after = [r for r in finished if r["_incarnation"] == inc and (st is None or r["_offset"] > st["_offset"])]
+    ends = [r for r in finished if r["_incarnation"] == inc]
+    after = [r for r in ends if st is None or r["_offset"] > st["_offset"]]
+    if not after and len(starts) == 1:
+        after = ends  # a single attempt whose run_finished overtook its run_started (another producer)
     fin = max(after, key=lambda r: r["_offset"], default=None)
 
     return RunInfo(
@@ -118,7 +125,8 @@ def assemble_samples(samples_topic_dir: Path, run_id: str, since_ns: int | None 
     table = pa.concat_tables([pq.read_table(f, columns=["ts", "channel", "value"]) for f in files])
     earlier = 0
     if since_ns is not None:
-        current = pc.greater_equal(table["ts"].cast(pa.int64()), since_ns)
+        # started_at travels as ISO-8601 (microseconds) or epoch ms: allow its rounding, not more
+        current = pc.greater_equal(table["ts"].cast(pa.int64()), since_ns - START_PRECISION_NS)
         earlier = table.num_rows - pc.sum(current).as_py() if table.num_rows else 0
         table = table.filter(current)
         if not table.num_rows:
@@ -133,10 +141,12 @@ def assemble_samples(samples_topic_dir: Path, run_id: str, since_ns: int | None 
     cc, tc = codes[by_channel], ts[by_channel]
     late = (cc[1:] == cc[:-1]) & (tc[1:] < tc[:-1])
     out_of_order = np.bincount(cc[1:][late], minlength=len(names))
-    order = np.lexsort((ts, codes))
+    order = np.lexsort((ts, codes))  # stable: arrival order within one (channel, ts)
     codes, ts = codes[order], ts[order]
+    # of repeated (channel, ts), the last to arrive wins: a producer's retry repeats the same value, a
+    # re-run with the same timestamps (a new attempt of the run) brings new values that must replace the old
     keep = np.ones(order.size, dtype=bool)
-    keep[1:] = (codes[1:] != codes[:-1]) | (ts[1:] != ts[:-1])
+    keep[:-1] = (codes[1:] != codes[:-1]) | (ts[1:] != ts[:-1])
     idx = order[keep]
     out = pa.table({
         "ts": pa.array(ts[keep]).cast(schema.field("ts").type),
