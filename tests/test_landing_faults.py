@@ -91,6 +91,8 @@ def _rows(lake, run_id: str) -> pa.Table:
 def _assert_exactly(lake, run) -> None:
     t = _rows(lake, run.run_id)
     unique = t.group_by(["channel", "ts"]).aggregate([]).num_rows
+    # one line per checked run, for the record (`pytest -s tests/test_landing_faults.py | grep rows:`)
+    print(f"rows: {run.run_id} expected {run.sample_count} landed {unique} duplicated {t.num_rows - unique}")
     assert (t.num_rows, unique) == (run.sample_count, run.sample_count), \
         f"{run.run_id}: expected {run.sample_count} rows, landed {t.num_rows}, distinct {unique}"
 
