@@ -36,6 +36,12 @@ PASS, WARN, FAIL = "pass", "warn", "fail"
 FAULT_COLUMNS = {  # QC outcome -> simulator fault kind, for scoring against ground truth
     "spike": "spike", "dropout": "dropout", "stuck": "flatline", "out_of_range": "out_of_range", "drift": "drift",
 }
+FOUND_AS = {"drift_rezero": "drift", "drift_hold": "drift"}  # simulator fault kinds QC reports under another kind
+
+
+def expected_kind(simulated: str) -> str:
+    """The fault kind QC reports for a simulator fault kind (a drift that is re-zeroed is a drift)."""
+    return FOUND_AS.get(simulated, simulated)
 
 
 @dataclass(frozen=True)
