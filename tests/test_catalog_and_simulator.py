@@ -89,6 +89,28 @@ def test_each_fault_kind_is_injected_and_recorded_as_ground_truth(kind):
         assert (v > row["max"]).any()
 
 
+@pytest.mark.parametrize("kind", ["drift_rezero", "drift_hold"])
+def test_a_partial_drift_is_re_zeroed_or_holds_its_offset_and_is_recorded(kind):
+    """The faulty run is the clean run of the same seed plus the drift (signals are drawn before faults)."""
+    clean = simulate_run("r", duration_s=10.0, started_ns=T0, seed=4)
+    run = simulate_run("r", duration_s=10.0, started_ns=T0, fault_rate=1.0, seed=4, fault_kinds=(kind,))
+    assert {f["kind"] for f in run.ground_truth()["faults"]} == {kind}
+    for f in run.faults[:5]:
+        t, v = _channel(run, f.channel)
+        _, v0 = _channel(clean, f.channel)
+        offset = v - v0
+        assert 2.0 <= f.start_s <= 3.5 and f.magnitude > 0
+        assert np.all(offset[t < f.start_s] == 0)
+        if kind == "drift_rezero":  # the ramp ends by 70 % of the run, then the sensor reads true again
+            assert f.start_s + 1.5 <= f.end_s <= 7.0
+            assert offset[t < f.end_s].max() == pytest.approx(f.magnitude, rel=0.01)
+            assert np.all(offset[t >= f.end_s] == 0)
+        else:  # the offset reached by 70 % of the run is kept to the end (end_s: the data is wrong to the end)
+            assert f.end_s == 10.0
+            assert np.allclose(offset[t >= 7.0], f.magnitude)
+        assert np.all(np.diff(offset[t < (f.end_s if kind == "drift_rezero" else 7.0)]) >= -1e-9 * f.magnitude)
+
+
 def test_simulation_is_reproducible_for_a_seed():
     a = simulate_run("r", duration_s=1.0, started_ns=T0, fault_rate=0.3, seed=9)
     b = simulate_run("r", duration_s=1.0, started_ns=T0, fault_rate=0.3, seed=9)

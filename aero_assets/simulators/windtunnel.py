@@ -10,7 +10,11 @@ Physics (enough for QC and metrics to have something true to find):
 - noise is white sensor noise plus slow AR(1) unsteadiness, all generated vectorised.
 
 Faults (ground truth returned with the run and written next to the lake by the CLI):
-spike, dropout (a gap: samples removed), flatline (stuck at one value), out_of_range, drift.
+spike, dropout (a gap: samples removed), flatline (stuck at one value), out_of_range, drift (a ramp
+from 20 % of the run to its end), drift_rezero (a ramp over part of the steady hold, then the sensor
+is re-zeroed: it steps back to the true value before the hold ends) and drift_hold (a ramp over part
+of the hold that then stops and keeps its offset). QC reports all three drifts as "drift"
+(`aero_assets.windtunnel.qc.expected_kind`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import pyarrow as pa
 
 from aero_assets.windtunnel.catalog import A_REF, WHEELBASE, Catalog, load_catalog
 
-FAULT_KINDS = ("spike", "dropout", "flatline", "out_of_range", "drift")
+FAULT_KINDS = ("spike", "dropout", "flatline", "out_of_range", "drift", "drift_rezero", "drift_hold")
 R_AIR = 287.05
 
 
@@ -208,6 +212,15 @@ def _inject(ch: str, t: np.ndarray, y: np.ndarray, kind: str, duration: float, l
         mag = float(rng.uniform(8, 15) * scale)
         ramp = np.clip((t - steady0) / (duration - steady0), 0, 1)
         return t, y + mag * ramp, Fault(ch, kind, steady0, duration, mag)
+    if kind in ("drift_rezero", "drift_hold"):  # draws of their own after the shared ones: other kinds unchanged
+        scale = max(float(np.std(y[(t > steady0) & (t < steady1)])), 1e-3 * span)
+        mag = float(rng.uniform(8, 15) * scale)
+        d0 = float(rng.uniform(0.2, 0.35) * duration)  # the ramp starts inside the hold ...
+        d1 = d0 + float(rng.uniform(0.15, 0.35) * duration)  # ... and ends by 70 % of the run
+        ramp = np.clip((t - d0) / (d1 - d0), 0, 1)
+        if kind == "drift_rezero":  # re-zeroed at d1: back to the true value for the rest of the hold
+            return t, y + mag * np.where(t < d1, ramp, 0.0), Fault(ch, kind, d0, d1, mag)
+        return t, y + mag * ramp, Fault(ch, kind, d0, duration, mag)
     raise ValueError(f"unknown fault kind {kind!r}; use one of {FAULT_KINDS}")
 
 

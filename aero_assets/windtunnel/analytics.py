@@ -49,6 +49,9 @@ class QCConfig(dg.Config):
     flat_min_samples: int = QCThresholds.flat_min_samples
     out_of_range_min_samples: int = QCThresholds.out_of_range_min_samples
     drift_z: float = QCThresholds.drift_z
+    drift_hold_s: float = QCThresholds.drift_hold_s
+    drift_linear_z: float = QCThresholds.drift_linear_z
+    drift_linear_hold_s: float = QCThresholds.drift_linear_hold_s
     jitter_warn: float = QCThresholds.jitter_warn
     rate_error_warn: float = QCThresholds.rate_error_warn
     max_failed_fraction: float = QCThresholds.max_failed_fraction

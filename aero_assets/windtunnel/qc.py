@@ -7,7 +7,11 @@ Checks (vectorised per channel; the only Python loop is over the 72 channels):
   out-of-range stretch are not mistaken for spikes;
 - flatline / stuck sensor: the longest run of bit-identical consecutive values;
 - out of range against the catalog, ignoring samples already called spikes;
-- slow drift: the linear change over the steady hold, in units of the residual scatter;
+- slow drift over the steady hold, two statistics in units of the noise (`drift_scores`): the linear
+  change over the hold, and the change of the best-fitting partial drift (a ramp over part of the
+  hold that then holds its offset or is re-zeroed) fitted to block medians, scaled by a robust
+  within-block scatter plus the block medians' residual scatter, so the step of a re-zeroed sensor
+  does not hide its drift;
 - sample-rate jitter and rate error, from the intervals between samples outside gaps;
 - non-finite values; duplicated or out-of-order timestamps repaired at landing (reported here).
 
@@ -20,6 +24,7 @@ The run fails when a critical channel (force balance, flow) fails or too many ch
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cache
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +36,12 @@ PASS, WARN, FAIL = "pass", "warn", "fail"
 FAULT_COLUMNS = {  # QC outcome -> simulator fault kind, for scoring against ground truth
     "spike": "spike", "dropout": "dropout", "stuck": "flatline", "out_of_range": "out_of_range", "drift": "drift",
 }
+FOUND_AS = {"drift_rezero": "drift", "drift_hold": "drift"}  # simulator fault kinds QC reports under another kind
+
+
+def expected_kind(simulated: str) -> str:
+    """The fault kind QC reports for a simulator fault kind (a drift that is re-zeroed is a drift)."""
+    return FOUND_AS.get(simulated, simulated)
 
 
 @dataclass(frozen=True)
@@ -41,12 +52,37 @@ class QCThresholds:
     flat_min_seconds: float = 0.02
     flat_min_samples: int = 8
     out_of_range_min_samples: int = 3
-    drift_z: float = 5.2  # |linear change over the hold| / residual scatter; clean 10 s holds stay < 5.1
+    # Drift (see drift_scores): two statistics, each with a limit z * sqrt(max(1, hold_s / hold)) that
+    # rises for a steady hold shorter than hold_s (fewer stretches of the flow's slow unsteadiness in it).
+    # Tuned on the simulator (random setups; holds of 3.0, 6.6 and 25.6 s in 5, 10 and 30 s runs):
+    # - clean: 1,920 runs (1,200 / 600 / 120) plus the clean channels of 220 faulty runs. Largest linear
+    #   statistic 7.93 / 4.73 / 1.90 (limit 8.35 / 5.68 / 5.0), largest shape statistic 7.97 / 6.13 / 3.15
+    #   (limit 8.33 / 6.5 / 6.5): no false drift. Spikes, dropouts, flatlines and out-of-range faults
+    #   reach 5.3 / 5.5 at most.
+    # - faulty (the 220 runs, 30 % of channels faulted, speed channel not drifting): smallest linear
+    #   statistic of a drift over the hold 5.22 / 4.84 / 7.78; smallest shape statistic of a re-zeroed
+    #   drift 6.98 / 6.44 / 6.81 and of a drift that holds its offset 7.40 / 7.03 / 8.39. Missed: 30 s
+    #   none; 10 s 2 of 242 drifts, 1 of 212 re-zeroed, 0 of 221 held; 5 s 49 of 342, 8 of 329, 5 of 343.
+    # In a 3 s hold a drift of 8 sigma is within what the unsteadiness itself reaches: no limit separates
+    # them there, these keep clean runs free of false drifts and miss the weakest short-hold drifts.
+    drift_z: float = 6.5  # shape statistic: a ramp over part of the hold that holds or is re-zeroed
+    drift_hold_s: float = 5.0
+    drift_linear_z: float = 5.0  # linear statistic: a drift over the whole hold (the only one before)
+    drift_linear_hold_s: float = 8.5
     drift_min_window_s: float = 1.0
     jitter_warn: float = 0.05  # std of the sample interval / nominal period
     rate_error_warn: float = 0.01
     max_failed_fraction: float = 0.10
     critical_categories: tuple[str, ...] = ("force_balance", "velocity_flow")
+
+    def drift_limits(self, hold_s: float) -> tuple[float, float]:
+        """(linear, shape) limits of the drift statistics for a steady hold of `hold_s` seconds.
+
+        The flow's slow unsteadiness makes chance changes over a hold larger, relative to the
+        scatter, as the hold shortens (fewer independent stretches of it: ~ 1/sqrt(hold))."""
+        hold = max(hold_s, 1e-9)
+        return (self.drift_linear_z * float(np.sqrt(max(1.0, self.drift_linear_hold_s / hold))),
+                self.drift_z * float(np.sqrt(max(1.0, self.drift_hold_s / hold))))
 
 
 @dataclass
@@ -67,7 +103,7 @@ class ChannelQC:
     stuck: bool = False
     out_of_range_count: int = 0
     out_of_range: bool = False
-    drift_score: float = 0.0
+    drift_score: float = 0.0  # the larger of the linear and shape drift statistics (sigma, see drift_scores)
     drift: bool = False
     jitter: float = 0.0
     rate_error: float = 0.0
@@ -169,23 +205,93 @@ def _longest_equal_run(v: np.ndarray) -> int:
     return int((edges[1::2] - edges[::2]).max()) + 1
 
 
-def _drift_score(t: np.ndarray, v: np.ndarray, window: tuple[float, float], keep: np.ndarray,
-                 min_window: float) -> float:
+def _stuck_mask(v: np.ndarray, min_run: float) -> np.ndarray:
+    """Samples in a run of at least `min_run` bit-identical consecutive values (a stuck sensor)."""
+    mask = np.zeros(v.size, dtype=bool)
+    if v.size < 2:
+        return mask
+    same = np.concatenate([[False], v[1:] == v[:-1], [False]])
+    edges = np.flatnonzero(np.diff(same.astype(np.int8)))
+    starts, ends = edges[::2], edges[1::2] + 1  # v[start:end] are equal
+    long = ends - starts >= min_run
+    for a, b in zip(starts[long], ends[long], strict=True):
+        mask[a:b] = True  # one slice per stuck stretch: few
+    return mask
+
+
+DRIFT_BLOCKS = 32  # blocks of the steady hold (equal sample counts)
+DRIFT_MIN_RAMP = 4  # blocks: the shortest ramp of a drift shape (an eighth of the hold)
+
+
+@cache
+def drift_shapes(k: int, min_ramp: int) -> np.ndarray:
+    """Drift shapes over k blocks, one per row, centred: a ramp from block edge i to edge j (linear
+    in the block index) that then either holds its end value to the end of the hold or returns to
+    zero (the sensor is re-zeroed). A ramp from edge 0 to edge k is a drift over the whole hold."""
+    c = np.arange(k) + 0.5
+    rows = []
+    for i in range(k + 1 - min_ramp):
+        for j in range(i + min_ramp, k + 1):
+            ramp = np.clip((c - i) / (j - i), 0.0, 1.0)
+            rows.append(ramp)
+            if j < k:
+                rows.append(np.where(c < j, ramp, 0.0))
+    shapes = np.unique(np.array(rows), axis=0)
+    shapes -= shapes.mean(axis=1, keepdims=True)
+    shapes = shapes[(shapes * shapes).sum(axis=1) > 1e-12]
+    shapes.flags.writeable = False  # cached: shared by every call
+    return shapes
+
+
+def drift_scores(t: np.ndarray, v: np.ndarray, window: tuple[float, float], keep: np.ndarray, min_window: float,
+                 blocks: int = DRIFT_BLOCKS, min_ramp: int = DRIFT_MIN_RAMP) -> tuple[float, float]:
+    """(linear, shape) drift statistics of one channel over the steady hold, in noise units.
+
+    linear: the least-squares change over the hold / the residual scatter (the sample-level line
+    fit; a drift over the whole hold). shape: the hold is cut into `blocks` blocks of equal sample
+    counts; the best drift shape (`drift_shapes`: a ramp over part of the hold that holds or is
+    re-zeroed) is fitted to the block medians by least squares, and its change (max - min of the
+    fitted curve) is divided by sqrt(w^2 + r^2): w the robust within-block scatter (1.4826 * MAD of
+    the samples around their block median), r the RMS of the block medians around the fitted curve
+    (the slow unsteadiness, which moves whole blocks and so is missing from w). A step of the drift
+    (re-zeroing) is part of the fitted shape, so it does not inflate the noise scale as it inflates
+    the line fit's residual. Not the MAD of first differences: the flow's unsteadiness (correlated
+    over ~0.3 s) barely moves between samples at 0.1-1 kHz, so differences see the white sensor noise
+    only: a median 0.2-0.5 of the scatter on load, force and pressure channels. Medians keep a
+    left-over spike from moving a block; stuck samples are excluded by the caller.
+    """
     a, b = window
     sel = keep & (t >= a) & (t <= b) & np.isfinite(v)
-    if b - a < min_window or sel.sum() < 20:
-        return 0.0
+    n = int(sel.sum())
+    if b - a < min_window or n < 20:
+        return 0.0, 0.0
     x, y = t[sel], v[sel]
     xm, ym = x.mean(), y.mean()
     dx, dy = x - xm, y - ym
     sxx = dx @ dx
-    if sxx <= 0:
-        return 0.0
-    slope = (dx @ dy) / sxx  # least squares, closed form (polyfit's lstsq cost 3x more)
-    var = (dy @ dy - slope * slope * sxx) / max(1, y.size - 2)
-    if var <= 0:
-        return 0.0
-    return float(abs(slope) * (b - a) / np.sqrt(var))
+    linear = 0.0
+    if sxx > 0:
+        slope = (dx @ dy) / sxx  # least squares, closed form (polyfit's lstsq cost 3x more)
+        var = (dy @ dy - slope * slope * sxx) / max(1, y.size - 2)
+        if var > 0:
+            linear = float(abs(slope) * (b - a) / np.sqrt(var))
+    k = min(blocks, n // 4)
+    if k < 2 * min_ramp + 4:
+        return linear, 0.0
+    grid = dy[: n - n % k].reshape(k, n // k)  # equal-count blocks; the last n % k samples are left out
+    med = np.median(grid, axis=1)
+    within = 1.4826 * float(np.median(np.abs(grid - med[:, None])))
+    shapes = drift_shapes(k, min_ramp)
+    mc = med - med.mean()
+    proj = shapes @ mc
+    norm = (shapes * shapes).sum(axis=1)
+    best = int(np.argmax(proj * proj / norm))
+    fitted = proj[best] / norm[best] * shapes[best]
+    resid = mc - fitted
+    scale = np.sqrt(within * within + (resid @ resid) / (k - 3))
+    if scale <= 0:
+        return linear, 0.0
+    return linear, float(np.ptp(fitted) / scale)
 
 
 def check_channel(name: str, t_ns: np.ndarray, v: np.ndarray, series: RunSeries, catalog: Catalog,
@@ -224,11 +330,18 @@ def check_channel(name: str, t_ns: np.ndarray, v: np.ndarray, series: RunSeries,
     qc.spike = qc.spike_count > 0
     flat = _longest_equal_run(v[finite])
     qc.flat_max_s = float(flat * period) if period else 0.0
-    qc.stuck = flat >= max(th.flat_min_samples, th.flat_min_seconds * rate)
+    flat_min = max(th.flat_min_samples, th.flat_min_seconds * rate)
+    qc.stuck = flat >= flat_min
     qc.out_of_range_count = int(oor.sum())
     qc.out_of_range = known and qc.out_of_range_count >= th.out_of_range_min_samples
-    qc.drift_score = _drift_score((t_ns - series.start_ns) / 1e9, v, window, ~spikes & ~oor, th.drift_min_window_s)
-    qc.drift = qc.drift_score > th.drift_z
+    keep = ~spikes & ~oor
+    if qc.stuck:  # a stuck stretch is not a measurement of the drift either
+        keep &= ~_stuck_mask(v, flat_min)
+    linear, shape = drift_scores((t_ns - series.start_ns) / 1e9, v, window, keep, th.drift_min_window_s)
+    hold = window[1] - window[0]
+    linear_limit, shape_limit = th.drift_limits(hold)
+    qc.drift_score = max(linear, shape)
+    qc.drift = linear > linear_limit or shape > shape_limit
 
     fails = []
     if qc.nonfinite_count:
@@ -240,7 +353,9 @@ def check_channel(name: str, t_ns: np.ndarray, v: np.ndarray, series: RunSeries,
     if qc.out_of_range:
         fails.append(f"{qc.out_of_range_count} samples outside [{row['min']}, {row['max']}] {row['unit']}")
     if qc.drift:
-        fails.append(f"drift of {qc.drift_score:.1f} sigma over the steady hold")
+        fails.append(f"drift over the {hold:.1f}s steady hold: {linear:.1f} sigma along a line (limit "
+                     f"{linear_limit:.1f}), {shape:.1f} sigma along a partial or re-zeroed drift "
+                     f"(limit {shape_limit:.1f})")
     warns = []
     if qc.spike:
         warns.append(f"{qc.spike_count} spikes")
