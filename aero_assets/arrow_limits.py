@@ -107,6 +107,7 @@ def decoded_size(value: bytes) -> int:
     """
     view = memoryview(value)
     pos, total = 0, 0
+    dictionaries: dict[int, int] = {}  # dictionary id -> decoded bytes
     while pos < len(view):
         if pos + 4 > len(view):
             raise ArrowMalformed("the message ends before the stream does (inside a message header)")
@@ -134,12 +135,20 @@ def decoded_size(value: bytes) -> int:
         pos += body_len
         kind = message.scalar(1, "<B")
         header = message.table(2)
-        if header is not None and kind == _DICTIONARY_BATCH:
-            header = header.table(1)
-        elif kind != _RECORD_BATCH:
-            header = None
-        if header is not None:
-            total += _batch_bytes(header, body)
+        if header is None:
+            continue
+        if kind == _DICTIONARY_BATCH:
+            # Deltas make the reader concatenate a new dictionary per delta and keep every version alive
+            # (memory = deltas x dictionary): no rig needs them, so they are refused outright.
+            if header.scalar(2, "<B"):
+                raise ArrowMalformed("dictionary delta batches are not accepted; send whole dictionaries")
+            data = header.table(1)
+            if data is not None:
+                dictionaries[header.scalar(0, "<q")] = _batch_bytes(data, body)
+        elif kind == _RECORD_BATCH:
+            # each record batch is validated and cast with its dictionaries: charge them per batch, so
+            # 2,000 one-row batches sharing a 50 MB dictionary count as what they cost
+            total += _batch_bytes(header, body) + sum(dictionaries.values())
     return total
 
 

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from aero_assets.codec import DecodeError, Decoder, content_type_of
@@ -84,6 +86,7 @@ class LandingResult:
     files: list[Path] = field(default_factory=list)
     bytes_written: int = 0
     orphans_removed: int = 0
+    files_trimmed: int = 0
     temp_files_removed: int = 0
     lock_wait_seconds: float = 0.0
     seconds: float = 0.0
@@ -108,6 +111,7 @@ class LandingResult:
             "files_written": len(self.files),
             "bytes_written": int(self.bytes_written),
             "orphan_files_removed": int(self.orphans_removed),
+            "files_trimmed_at_start": int(self.files_trimmed),
             "temp_files_removed": int(self.temp_files_removed),
             "lock_wait_seconds": round(self.lock_wait_seconds, 3),
             "landing_seconds": round(self.seconds, 3),
@@ -168,7 +172,15 @@ def _start_positions(consumer, topic_dir: Path, identity: TopicIdentity, checkpo
     for tp in committed:
         if tp.error:
             raise KafkaException(tp.error)
-        if tp.offset >= 0:
+        if tp.offset >= 0 and not checkpoint.exists and not partition_files(topic_dir, identity.incarnation,
+                                                                               tp.partition):
+            # Offsets this lake never committed: every landing checkpoints before it commits. They come
+            # from a landing that lost its broker between its last check and its commit (and committed
+            # into the restarted one), or from another lake. Trusting them would skip the messages below.
+            log.warning("ignoring committed offset %s of %s/%s: this lake has no checkpoint or file of incarnation %s",
+                        tp.offset, identity.topic, tp.partition, identity.incarnation)
+            positions[tp.partition], source = 0, "beginning (a committed offset not ours was ignored)"
+        elif tp.offset >= 0:
             positions[tp.partition], source = tp.offset, "committed offsets"
         else:
             # No committed offset: a first landing, or the group's offsets expired
@@ -177,26 +189,33 @@ def _start_positions(consumer, topic_dir: Path, identity: TopicIdentity, checkpo
             positions[tp.partition] = checkpoint.partitions.get(tp.partition, 0)
             source = "lake checkpoint" if tp.partition in checkpoint.partitions else "beginning"
         sources.add(source)
-        positions[tp.partition] = _before_straddling_files(topic_dir, identity.incarnation, tp.partition,
-                                                           positions[tp.partition])
+        result.files_trimmed += _trim_straddling_files(topic_dir, identity.incarnation, tp.partition,
+                                                       positions[tp.partition])
         result.orphans_removed += remove_files_from(topic_dir, identity.incarnation, tp.partition,
                                                     positions[tp.partition])
     result.start_offsets, result.start_source = dict(positions), ", ".join(sorted(sources))
     return positions, {tp.partition: tp.offset for tp in committed}
 
 
-def _before_straddling_files(topic_dir: Path, incarnation: str, partition: int, position: int) -> int:
-    """Move a start inside a landed file back to that file's first offset.
+def _trim_straddling_files(topic_dir: Path, incarnation: str, partition: int, position: int) -> int:
+    """Cut a landed file that the start position falls inside down to the rows before it.
 
-    A group rewound to the middle of a file (an operator replaying part of a topic) would otherwise
-    land the file's tail a second time next to it. Re-landing from the file's start rewrites it.
+    A group rewound into the middle of a file (an operator replaying part of a topic) would otherwise
+    land the file's tail a second time. The head is kept, not re-read: the log may no longer hold it
+    (retention). Crash-safe: the trimmed file is durable before the original goes, and a repeat
+    produces the same trimmed file.
     """
-    files = partition_files(topic_dir, incarnation, partition)
-    while True:
-        inside = [first for _, first, last in files if first < position <= last]
-        if not inside:
-            return position
-        position = min(inside)
+    trimmed = 0
+    for path, first, last in partition_files(topic_dir, incarnation, partition):
+        if not first < position <= last:
+            continue
+        table = pq.read_table(path)
+        head = table.filter(pc.less(table["_offset"], position))
+        if head.num_rows:
+            write_parquet_atomic(head, path.with_name(file_name(incarnation, partition, first, position - 1)))
+        path.unlink()
+        trimmed += 1
+    return trimmed
 
 
 def _land_locked(kafka: KafkaResource, lake_root: Path, topic_dir: Path, identity: TopicIdentity,
@@ -264,6 +283,11 @@ def _land_locked(kafka: KafkaResource, lake_root: Path, topic_dir: Path, identit
             result.files.extend(files)
             if progress is not None:
                 progress(sum(len(m) for m in batch.values()))
+        # partitions that had nothing to land and no group offset (a crash after their checkpoint):
+        # commit where they stand, so the group's offsets (and lag figures) are right
+        unset = [TopicPartition(topic, p, o) for p, o in positions.items() if committed.get(p, -1) < 0 < o]
+        if unset:
+            _commit_forward(consumer, unset, committed)
     finally:
         consumer.close()
         if dlq is not None:

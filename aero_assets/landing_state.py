@@ -133,6 +133,7 @@ class Checkpoint:
     incarnation: str
     partitions: dict[int, int] = field(default_factory=dict)
     dlq_ends: dict[int, int] = field(default_factory=dict)
+    exists: bool = False  # loaded from the lake (False: this lake never landed the incarnation)
 
     @staticmethod
     def path(topic_dir: Path, incarnation: str) -> Path:
@@ -144,7 +145,7 @@ class Checkpoint:
         try:
             obj = json.loads(p.read_text())
             cp = cls(incarnation, {int(k): int(v) for k, v in obj.get("partitions", {}).items()},
-                     {int(k): int(v) for k, v in obj.get("dlq_ends", {}).items()})
+                     {int(k): int(v) for k, v in obj.get("dlq_ends", {}).items()}, exists=True)
         except FileNotFoundError:
             return cls(incarnation)
         except (OSError, ValueError, TypeError, AttributeError) as exc:

@@ -26,6 +26,7 @@ from dagster_duckdb import DuckDBResource
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 FAST_TIMEOUT_S = 2.0
+_LOCK_HELD = "Could not set lock on file"  # DuckDB's message when another process holds the file
 
 
 class WarehouseBusy(RuntimeError):
@@ -72,11 +73,11 @@ class WarehouseResource(DuckDBResource):
             try:
                 conn = duckdb.connect(self.database, read_only=False, config=dict(self.connection_config))
                 break
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower():  # not a held lock: a corrupt file, a permission error
+            except duckdb.Error as exc:
+                if _LOCK_HELD not in str(exc):  # not a held lock: a corrupt file, a permission error
                     raise WarehouseUnusable(f"{self.database} cannot be opened: {exc}. Move it away; "
                                             "warehouse_views_sensor recreates the views in a new file.") from None
-                if time.monotonic() + delay > deadline:  # "Could not set lock on file": someone holds it
+                if time.monotonic() + delay > deadline:  # someone holds the file
                     raise WarehouseBusy(f"{self.database} is locked by another process ({exc})") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)

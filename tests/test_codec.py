@@ -209,3 +209,34 @@ def test_a_very_wide_block_is_refused_quickly():
     wide = pa.table({f"c{i}": pa.array([1.0]) for i in range(5000)})
     with pytest.raises(DecodeError, match="5000 columns"):
         WindtunnelSamplesDecoder().decode(_ipc(wide), b"r1", ARROW)
+
+
+def test_dictionary_delta_batches_are_refused():
+    schema = pa.schema([("ts", TS_TYPE), ("channel", pa.dictionary(pa.int32(), pa.string())), ("value", pa.float64())])
+    sink = pa.BufferOutputStream()
+    opts = pa.ipc.IpcWriteOptions(emit_dictionary_deltas=True)
+    with pa.ipc.new_stream(sink, schema, options=opts) as w:
+        for i in range(3):
+            ch = pa.DictionaryArray.from_arrays(pa.array([0], pa.int32()), pa.array([f"c{j}" for j in range(i + 1)]))
+            ts = pa.array([i], pa.int64()).cast(TS_TYPE)
+            w.write_batch(pa.record_batch([ts, ch, pa.array([1.0])], schema=schema))
+    with pytest.raises(DecodeError, match="dictionary delta"):
+        WindtunnelSamplesDecoder().decode(sink.getvalue().to_pybytes(), b"r1", ARROW)
+
+
+def test_a_dictionary_shared_by_many_batches_is_charged_per_batch():
+    """2,000 one-row batches sharing one 10 MB dictionary: each batch is validated with it (found by review)."""
+    from aero_assets.arrow_limits import decoded_size
+
+    dictionary = pa.array(["x" * 1000] * 10_000)
+    schema = pa.schema([("ts", TS_TYPE), ("channel", pa.dictionary(pa.int32(), pa.string())), ("value", pa.float64())])
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as w:
+        for i in range(2000):
+            ch = pa.DictionaryArray.from_arrays(pa.array([i % 10_000], pa.int32()), dictionary)
+            ts = pa.array([i], pa.int64()).cast(TS_TYPE)
+            w.write_batch(pa.record_batch([ts, ch, pa.array([1.0])], schema=schema))
+    msg = sink.getvalue().to_pybytes()
+    assert decoded_size(msg) > 2000 * 10_000_000
+    with pytest.raises(DecodeError, match="would decode to"):
+        WindtunnelSamplesDecoder().decode(msg, b"r1", ARROW)

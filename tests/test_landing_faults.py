@@ -351,8 +351,8 @@ def test_a_chunk_is_bounded_by_decoded_bytes_not_only_by_wire_bytes(kafka, lake,
     _assert_exactly(lake, run)
 
 
-def test_a_group_rewound_into_the_middle_of_a_landed_file_relands_that_file_not_its_tail_twice(kafka, lake,
-                                                                                             publisher):
+def test_a_group_rewound_into_the_middle_of_a_landed_file_lands_the_tail_once_and_keeps_the_head(kafka, lake,
+                                                                                                publisher):
     run = _run("run-a", seconds=0.3)
     publisher.arrow(TOPIC, run.table, "run-a", block=1000)
     first = land_topic(kafka, lake.path, TOPIC, DEC)
@@ -361,7 +361,8 @@ def test_a_group_rewound_into_the_middle_of_a_landed_file_relands_that_file_not_
     c.commit(offsets=[TopicPartition(TOPIC, 0, 7)], asynchronous=False)  # an operator rewinds the group
     c.close()
     again = land_topic(kafka, lake.path, TOPIC, DEC)
-    assert again.start_offsets == {0: 0}, "moved back to the start of the file holding offset 7"
+    # the head [0, 6] is kept (the log may no longer hold it), the tail [7, ...] lands once
+    assert again.start_offsets == {0: 7} and again.files_trimmed == 1
     _assert_exactly(lake, run)
 
 
@@ -373,3 +374,29 @@ def test_an_edited_checkpoint_stops_the_landing_with_a_message_that_says_what_to
     with pytest.raises(RuntimeError, match=r"unreadable .*delete it"):
         land_topic(kafka, lake.path, TOPIC, DEC, group_id="fresh-group")
     assert res.rows
+
+
+def test_committed_offsets_this_lake_never_made_are_not_trusted(kafka, lake, publisher):
+    """A landing that lost its broker after its last check commits into the restarted one (or another lake does)."""
+    run = _run("run-a", seconds=0.3)
+    publisher.arrow(TOPIC, run.table, "run-a", block=500)
+    c = kafka.consumer(LANDING_GROUP)
+    c.commit(offsets=[TopicPartition(TOPIC, 0, 10)], asynchronous=False)  # the stale commit
+    c.close()
+    res = land_topic(kafka, lake.path, TOPIC, DEC)
+    assert res.start_offsets == {0: 0} and "ignored" in res.start_source
+    _assert_exactly(lake, run)
+
+
+def test_partitions_with_nothing_to_land_get_their_group_offset_committed(kafka, lake, publisher):
+    run = _run("run-a", seconds=0.2)
+    publisher.arrow(TOPIC, run.table, "run-a", block=500)
+
+    def crash(files):
+        raise RuntimeError("killed after the checkpoint")
+
+    with pytest.raises(RuntimeError):
+        land_topic(kafka, lake.path, TOPIC, DEC, before_commit=crash)
+    assert _committed(kafka) < 0
+    res = land_topic(kafka, lake.path, TOPIC, DEC)  # nothing left: the checkpoint is at the end
+    assert res.messages == 0 and _committed(kafka) == _last_offset(kafka) + 1
