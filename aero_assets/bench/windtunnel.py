@@ -30,10 +30,10 @@ from aero_assets.windtunnel.qc import (
     DRIFT_BLOCKS,
     DRIFT_MIN_RAMP,
     QCThresholds,
-    drift_shapes,
     expected_kind,
     run_qc,
     score,
+    shape_drift,
 )
 from aero_assets.windtunnel.series import read_series, series_from_table, steady_window
 from resources.lake import write_parquet_atomic
@@ -75,15 +75,7 @@ def _pandas_shape_drift(y: pd.Series) -> float:
     block = pd.Series(np.arange(len(y)) // (n // k), index=y.index)
     med = y.groupby(block).median()
     within = 1.4826 * (y - block.map(med)).abs().median()
-    shapes = drift_shapes(k, DRIFT_MIN_RAMP)
-    mc = med.to_numpy() - med.mean()
-    proj = shapes @ mc
-    norm = (shapes * shapes).sum(axis=1)
-    best = int(np.argmax(proj * proj / norm))
-    fitted = proj[best] / norm[best] * shapes[best]
-    resid = mc - fitted
-    scale = np.sqrt(within * within + (resid @ resid) / (k - 3))
-    return float(np.ptp(fitted) / scale) if scale > 0 else 0.0
+    return shape_drift(med.to_numpy(), float(within))  # the fit over 32 medians is not per-sample work
 
 
 def pandas_qc(df: pd.DataFrame, catalog: Catalog, th: QCThresholds, window: tuple[float, float]) -> dict:

@@ -195,14 +195,18 @@ def invalid_mask(channel: str, v: np.ndarray, catalog: Catalog, spike_z: float) 
     return ~finite | spikes | oor
 
 
+def _equal_runs(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the runs of two or more equal consecutive values: v[start:end] are equal."""
+    same = np.concatenate([[False], v[1:] == v[:-1], [False]])
+    edges = np.flatnonzero(np.diff(same.astype(np.int8)))
+    return edges[::2], edges[1::2] + 1
+
+
 def _longest_equal_run(v: np.ndarray) -> int:
     if v.size < 2:
         return v.size
-    same = np.concatenate([[False], v[1:] == v[:-1], [False]])
-    edges = np.flatnonzero(np.diff(same.astype(np.int8)))
-    if edges.size == 0:
-        return 1
-    return int((edges[1::2] - edges[::2]).max()) + 1
+    starts, ends = _equal_runs(v)
+    return int((ends - starts).max()) if starts.size else 1
 
 
 def _stuck_mask(v: np.ndarray, min_run: float) -> np.ndarray:
@@ -210,9 +214,7 @@ def _stuck_mask(v: np.ndarray, min_run: float) -> np.ndarray:
     mask = np.zeros(v.size, dtype=bool)
     if v.size < 2:
         return mask
-    same = np.concatenate([[False], v[1:] == v[:-1], [False]])
-    edges = np.flatnonzero(np.diff(same.astype(np.int8)))
-    starts, ends = edges[::2], edges[1::2] + 1  # v[start:end] are equal
+    starts, ends = _equal_runs(v)
     long = ends - starts >= min_run
     for a, b in zip(starts[long], ends[long], strict=True):
         mask[a:b] = True  # one slice per stuck stretch: few
@@ -281,17 +283,24 @@ def drift_scores(t: np.ndarray, v: np.ndarray, window: tuple[float, float], keep
     grid = dy[: n - n % k].reshape(k, n // k)  # equal-count blocks; the last n % k samples are left out
     med = np.median(grid, axis=1)
     within = 1.4826 * float(np.median(np.abs(grid - med[:, None])))
+    return linear, shape_drift(med, within, min_ramp)
+
+
+def shape_drift(block_medians: np.ndarray, within: float, min_ramp: int = DRIFT_MIN_RAMP) -> float:
+    """The shape statistic of `drift_scores` from the block medians and the within-block scatter.
+
+    Shared with the pandas baseline of `aero bench windtunnel`, which computes its inputs its own way.
+    """
+    k = block_medians.size
     shapes = drift_shapes(k, min_ramp)
-    mc = med - med.mean()
+    mc = block_medians - block_medians.mean()
     proj = shapes @ mc
     norm = (shapes * shapes).sum(axis=1)
     best = int(np.argmax(proj * proj / norm))
     fitted = proj[best] / norm[best] * shapes[best]
     resid = mc - fitted
     scale = np.sqrt(within * within + (resid @ resid) / (k - 3))
-    if scale <= 0:
-        return linear, 0.0
-    return linear, float(np.ptp(fitted) / scale)
+    return float(np.ptp(fitted) / scale) if scale > 0 else 0.0
 
 
 def check_channel(name: str, t_ns: np.ndarray, v: np.ndarray, series: RunSeries, catalog: Catalog,
