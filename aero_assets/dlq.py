@@ -23,6 +23,7 @@ import base64
 import hashlib
 import json
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from resources.kafka import KafkaResource
 from resources.lake import write_bytes_atomic
+from resources.settings import Topics
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +46,6 @@ _OWN_HEADERS = {ERROR_HEADER, SOURCE_HEADER, INCARNATION_HEADER, "aero-truncated
                 "aero-payload-sha256", "aero-payload-path"}
 
 
-def dlq_topic_of(topic: str) -> str:
-    return f"{topic}.dlq"
-
-
 def dlq_dir(lake_root: Path, topic: str) -> Path:
     """Where oversized DLQ messages of `topic` are kept whole."""
     return lake_root / "dlq" / topic
@@ -59,7 +57,6 @@ class DlqStats:
     repeats_skipped: int = 0
     oversized: int = 0
     reasons: Counter = field(default_factory=Counter)
-    payload_files: list[Path] = field(default_factory=list)
 
 
 class DlqWriter:
@@ -68,7 +65,7 @@ class DlqWriter:
     def __init__(self, kafka: KafkaResource, lake_root: Path, topic: str, incarnation: str,
                  dlq_ends: dict[int, int]):
         self.kafka, self.lake_root, self.topic, self.incarnation = kafka, lake_root, topic, incarnation
-        self.dlq_topic = dlq_topic_of(topic)
+        self.dlq_topic = Topics.dlq(topic)
         self.ends = dict(dlq_ends)  # next DLQ offset per DLQ partition after what we know was sent
         self.stats = DlqStats()
         self._producer = None
@@ -107,7 +104,6 @@ class DlqWriter:
             "headers": [[k, base64.b64encode(v).decode() if v is not None else None] for k, v in original],
         }).encode())
         self.stats.oversized += 1
-        self.stats.payload_files.append(self.lake_root / rel)
         ours = [h for h in headers if h[0] in _OWN_HEADERS]
         ours += [
             ("aero-truncated", b"1"),
@@ -153,8 +149,6 @@ class DlqWriter:
         ident = self.kafka.identity(self.dlq_topic)
         if ident is None:
             return set()
-        import time
-
         consumer = self.kafka.consumer("aero-dlq-scan")
         found: set[tuple[int, int]] = set()
         open_parts = set(ident.partitions)

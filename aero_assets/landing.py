@@ -63,6 +63,10 @@ class LandingConflict(RuntimeError):
     """Another landing moved the committed offset while this one ran; committing would move it back."""
 
 
+class IncarnationChanged(RuntimeError):
+    """The broker restarted or the topic was recreated while a landing ran; nothing of the chunk is kept."""
+
+
 @dataclass
 class PartitionRange:
     first: int
@@ -159,10 +163,6 @@ def land_topic(
     return result
 
 
-class IncarnationChanged(RuntimeError):
-    """The broker restarted or the topic was recreated while a landing ran; nothing of the chunk is kept."""
-
-
 def _start_positions(consumer, topic_dir: Path, identity: TopicIdentity, checkpoint: Checkpoint,
                      result: LandingResult) -> tuple[dict[int, int], dict[int, int]]:
     """(where to start reading, the committed offsets as found) per partition."""
@@ -172,8 +172,8 @@ def _start_positions(consumer, topic_dir: Path, identity: TopicIdentity, checkpo
     for tp in committed:
         if tp.error:
             raise KafkaException(tp.error)
-        if tp.offset >= 0 and not checkpoint.exists and not partition_files(topic_dir, identity.incarnation,
-                                                                               tp.partition):
+        files = partition_files(topic_dir, identity.incarnation, tp.partition)  # one scan serves all below
+        if tp.offset >= 0 and not checkpoint.exists and not files:
             # Offsets this lake never committed: every landing checkpoints before it commits. They come
             # from a landing that lost its broker between its last check and its commit (and committed
             # into the restarted one), or from another lake. Trusting them would skip the messages below.
@@ -189,15 +189,15 @@ def _start_positions(consumer, topic_dir: Path, identity: TopicIdentity, checkpo
             positions[tp.partition] = checkpoint.partitions.get(tp.partition, 0)
             source = "lake checkpoint" if tp.partition in checkpoint.partitions else "beginning"
         sources.add(source)
-        result.files_trimmed += _trim_straddling_files(topic_dir, identity.incarnation, tp.partition,
+        result.files_trimmed += _trim_straddling_files(files, identity.incarnation, tp.partition,
                                                        positions[tp.partition])
-        result.orphans_removed += remove_files_from(topic_dir, identity.incarnation, tp.partition,
-                                                    positions[tp.partition])
+        result.orphans_removed += remove_files_from(files, positions[tp.partition])
     result.start_offsets, result.start_source = dict(positions), ", ".join(sorted(sources))
     return positions, {tp.partition: tp.offset for tp in committed}
 
 
-def _trim_straddling_files(topic_dir: Path, incarnation: str, partition: int, position: int) -> int:
+def _trim_straddling_files(files: list[tuple[Path, int, int]], incarnation: str, partition: int,
+                           position: int) -> int:
     """Cut a landed file that the start position falls inside down to the rows before it.
 
     A group rewound into the middle of a file (an operator replaying part of a topic) would otherwise
@@ -206,7 +206,7 @@ def _trim_straddling_files(topic_dir: Path, incarnation: str, partition: int, po
     produces the same trimmed file.
     """
     trimmed = 0
-    for path, first, last in partition_files(topic_dir, incarnation, partition):
+    for path, first, last in files:
         if not first < position <= last:
             continue
         table = pq.read_table(path)
@@ -222,7 +222,7 @@ def _land_locked(kafka: KafkaResource, lake_root: Path, topic_dir: Path, identit
                  decoder: Decoder, result: LandingResult, *, group_id: str, chunk_messages: int,
                  chunk_bytes: int, idle_timeout_s: float, after_file, before_commit, progress) -> None:
     topic, inc = identity.topic, identity.incarnation
-    result.temp_files_removed = remove_temp_files(topic_dir)[0] + remove_temp_files(dlq_dir(lake_root, topic))[0]
+    result.temp_files_removed = remove_temp_files(topic_dir) + remove_temp_files(dlq_dir(lake_root, topic))
     checkpoint = Checkpoint.load(topic_dir, inc)
     consumer = kafka.consumer(group_id)
     dlq = None

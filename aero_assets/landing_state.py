@@ -72,23 +72,23 @@ def partition_files(topic_dir: Path, incarnation: str, partition: int) -> list[t
     return out
 
 
-def remove_files_from(topic_dir: Path, incarnation: str, partition: int, position: int) -> int:
-    """Delete files whose first offset is at or past `position`: written by a landing that never finished."""
-    orphans = [p for p, first, _ in partition_files(topic_dir, incarnation, partition) if first >= position]
+def remove_files_from(files: list[tuple[Path, int, int]], position: int) -> int:
+    """Delete those of a partition's `files` (from `partition_files`) whose first offset is at or past
+    `position`: written by a landing that never finished."""
+    orphans = [p for p, first, _ in files if first >= position]
     for p in orphans:
         p.unlink(missing_ok=True)
     return len(orphans)
 
 
-def remove_temp_files(topic_dir: Path) -> tuple[int, int]:
+def remove_temp_files(topic_dir: Path) -> int:
     """Delete `.*.tmp` files left by killed writers; only safe while holding the topic's lock."""
-    count = size = 0
+    count = 0
     for p in topic_dir.glob("**/.*.tmp"):
         with contextlib.suppress(FileNotFoundError):
-            size += p.stat().st_size
             p.unlink()
             count += 1
-    return count, size
+    return count
 
 
 @contextlib.contextmanager
@@ -159,7 +159,6 @@ class Checkpoint:
 
     def save(self, topic_dir: Path) -> None:
         p = self.path(topic_dir, self.incarnation)
-        p.parent.mkdir(parents=True, exist_ok=True)
         body = json.dumps({"incarnation": self.incarnation,
                            "partitions": {str(k): v for k, v in sorted(self.partitions.items())},
                            "dlq_ends": {str(k): v for k, v in sorted(self.dlq_ends.items())}})
