@@ -398,7 +398,11 @@ def _decode_partition(decoder: Decoder, msgs: list, budget: int):
     """Decode a partition's messages in order until `budget` decoded bytes are used (at least one message).
 
     Returns (tables by split value, bad messages with a reason, decoded bytes used, messages used).
+    Decoders with a `decode_batch` (JSON topics) get the whole list at once; their output is bounded
+    by the chunk's wire bytes (a JSON reading decodes to fewer bytes than it takes on the wire).
     """
+    if hasattr(decoder, "decode_batch"):
+        return _decode_partition_batch(decoder, msgs)
     tables: dict[str | None, list[pa.Table]] = defaultdict(list)
     offsets: dict[str | None, list[tuple[int, int]]] = defaultdict(list)
     bad = []
@@ -426,3 +430,31 @@ def _decode_partition(decoder: Decoder, msgs: list, budget: int):
         table = table.append_column("_offset", pa.array(np.repeat(offs[:, 0], offs[:, 1])))
         out[split] = table
     return out, bad, used, n
+
+
+def _decode_partition_batch(decoder, msgs: list):
+    bad, idx, values, keys, cts = [], [], [], [], []
+    for m in msgs:
+        try:
+            cts.append(content_type_of(m.headers(), m.value()))
+        except DecodeError as exc:
+            bad.append((m, str(exc)))
+            continue
+        idx.append(m)
+        values.append(m.value())
+        keys.append(m.key())
+    out: dict[str | None, pa.Table] = {}
+    if idx:
+        d = decoder.decode_batch(values, keys, cts)
+        bad.extend((idx[i], reason) for i, reason in d.bad)
+        offsets = np.fromiter((m.offset() for m in idx), dtype=np.int64, count=len(idx))
+        table = d.table.append_column("_offset", pa.array(offsets[d.message_index]))
+        if d.splits is None:
+            if table.num_rows:
+                out[None] = table
+        else:
+            split_col = pa.array(d.splits, pa.string())
+            for value in pc.unique(split_col).to_pylist():
+                out[value] = table.filter(pc.equal(split_col, value))
+    bad.sort(key=lambda b: b[0].offset())
+    return out, bad, sum(t.nbytes for t in out.values()), len(msgs)

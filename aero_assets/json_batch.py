@@ -1,0 +1,192 @@
+"""Batch JSON decoding: a whole fetched batch of JSON messages parsed at once, same results as one by one.
+
+Parsing message by message costs a `json.loads` and a small Arrow table per message; at one reading
+per message that caps a landing near 40k readings/s. Here the values of a batch are joined into one
+newline-delimited buffer and parsed by pyarrow's multi-threaded JSON reader into columns, which a
+topic's decoder then validates with vectorised checks.
+
+The per-message `decode` of the topic stays the authority: whenever the batch cannot be mapped row
+for row onto its messages (a parse error, a pretty-printed object spanning lines, a blank line), the
+batch is split in halves and parsed again, down to single messages decoded one by one. A message
+that fails a vectorised check is decoded alone too, so its DLQ reason is exactly the one the
+per-message path gives. A message may carry several readings as newline-delimited objects
+(NDJSON, e.g. a gateway sending all four tires of one tick); a bad line sends the whole message
+to the DLQ, never a part of it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.json as pj
+
+from aero_assets.codec import JSON, Decoded, DecodeError
+
+# rows parsed per pyarrow block: large blocks parse faster; 16 MiB measured best on 2 cores
+_BLOCK_SIZE = 16 * 1024 * 1024
+
+
+@dataclass
+class BatchDecoded:
+    """Good rows of a batch in message order, the message each row came from, and the bad messages."""
+
+    table: pa.Table
+    message_index: np.ndarray  # int64, one per row: index of the row's message in the batch
+    splits: list[str | None] | None  # split value per row, or None when the topic is not split
+    bad: list[tuple[int, str]]
+
+
+# (parsed columns, the key of each row's message as binary) -> (table in the landed schema, rows that are valid,
+# split value per row or None), or None when a column cannot be converted as a whole (the batch is
+# then halved). Must never raise for bad data: bad rows are marked in the mask.
+Finisher = Callable[[pa.Table, pa.Array],
+                    tuple[pa.Table, np.ndarray, list[str | None] | None] | None]
+
+
+def _lines(buf: bytes, lengths: np.ndarray) -> np.ndarray:
+    """Lines (objects, if NDJSON) of each message in `buf`, the messages joined by single newlines.
+
+    A trailing newline ends a message's last line rather than starting an empty one. Counted with
+    NumPy over the joined buffer: no Python work per message.
+    """
+    starts = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))
+    ends = starts + lengths  # exclusive
+    raw = np.frombuffer(buf, dtype=np.uint8)
+    at = np.flatnonzero(raw == 10)  # newline positions, separators included
+    inside = np.searchsorted(at, ends) - np.searchsorted(at, starts)
+    trailing = raw[ends - 1] == 10
+    return inside - trailing + 1
+
+
+def decode_json_batch(
+    values: Sequence[bytes | None],
+    keys: Sequence[bytes | None],
+    content_types: Sequence[str],
+    *,
+    parse_schemas: Sequence[pa.Schema],
+    finish: Finisher,
+    decode_one: Callable[[bytes | None, bytes | None, str], Decoded],
+    empty: pa.Table,
+    max_lines: int = 10_000,
+) -> BatchDecoded:
+    """Decode a batch of messages; JSON ones through the batch parser, any other one by one.
+
+    `parse_schemas` are tried in order for the whole batch (e.g. `ts` as an ISO string, then as epoch
+    milliseconds), so a producer that uses one convention throughout never falls back.
+    """
+    tables: list[pa.Table] = []
+    index: list[np.ndarray] = []
+    splits: list[str | None] = []
+    split_topic = [False]
+    bad: list[tuple[int, str]] = []
+
+    def one(i: int) -> None:
+        try:
+            d = decode_one(values[i], keys[i], content_types[i])
+        except DecodeError as exc:
+            bad.append((i, str(exc)))
+            return
+        except Exception as exc:  # a decoder bug must not wedge the topic: the message goes to the DLQ
+            bad.append((i, f"internal decoder error: {type(exc).__name__}: {exc}"))
+            return
+        tables.append(d.table)
+        index.append(np.full(d.table.num_rows, i, dtype=np.int64))
+        if d.split is not None:
+            split_topic[0] = True
+        splits.extend([d.split] * d.table.num_rows)
+
+    def batch(ids: np.ndarray) -> None:
+        if len(ids) == 1:
+            one(int(ids[0]))
+            return
+        parsed = _parse(ids)
+        if parsed is None:  # cannot map rows onto messages: halve and try again
+            mid = len(ids) // 2
+            batch(ids[:mid])
+            batch(ids[mid:])
+            return
+        table_rows, counts = parsed
+        row_msg = np.repeat(ids, counts)
+        finished = finish(table_rows, key_array.take(pa.array(row_msg)))
+        if finished is None:  # a column the finisher cannot convert as a whole: find the culprit by halves
+            mid = len(ids) // 2
+            batch(ids[:mid])
+            batch(ids[mid:])
+            return
+        table, ok, row_splits = finished
+        # a message is good only if every one of its rows is
+        msg_ok = counts <= max_lines  # longer messages are refused by `decode_one`, with its reason
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        msg_ok &= np.logical_and.reduceat(ok, starts) if len(ok) else msg_ok
+        keep = np.repeat(msg_ok, counts)
+        if keep.all():
+            tables.append(table)
+            index.append(row_msg)
+            if row_splits is not None:
+                split_topic[0] = True
+                splits.extend(row_splits)
+            else:
+                splits.extend([None] * len(row_msg))
+            return
+        # good messages as a block; each bad one decoded alone for its exact reason
+        # (the order of rows follows the order of messages: keep runs in sequence)
+        for run_ok, lo, hi in _runs(msg_ok):
+            if run_ok:
+                r0, r1 = int(starts[lo]), int(starts[hi - 1] + counts[hi - 1])
+                tables.append(table.slice(r0, r1 - r0))
+                index.append(row_msg[r0:r1])
+                splits.extend(row_splits[r0:r1] if row_splits is not None else [None] * (r1 - r0))
+                if row_splits is not None:
+                    split_topic[0] = True
+            else:
+                for i in ids[lo:hi]:
+                    one(int(i))
+
+    def _parse(ids: np.ndarray):
+        vals = [values[i] for i in ids.tolist()]
+        lengths = np.fromiter(map(len, vals), dtype=np.int64, count=len(vals)) if vals else np.zeros(0, np.int64)
+        if not lengths.all():
+            return None
+        buf = b"\n".join(vals)
+        counts = _lines(buf, lengths)
+        for schema in parse_schemas:
+            try:
+                t = pj.read_json(pa.BufferReader(buf), read_options=pj.ReadOptions(block_size=_BLOCK_SIZE),
+                                 parse_options=pj.ParseOptions(explicit_schema=schema,
+                                                               unexpected_field_behavior="ignore"))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError):
+                continue
+            if t.num_rows == int(counts.sum()):
+                return t.combine_chunks(), counts
+            return None
+        return None
+
+    key_array = pa.array(keys, pa.binary())
+    json_ids = np.array([i for i, ct in enumerate(content_types) if ct == JSON], dtype=np.int64)
+    other = [i for i, ct in enumerate(content_types) if ct != JSON]
+    if len(json_ids):
+        batch(json_ids)
+    for i in other:
+        one(i)
+    if not tables:
+        return BatchDecoded(empty, np.zeros(0, dtype=np.int64), None, sorted(bad))
+    msg_index = np.concatenate(index)
+    order = np.argsort(msg_index, kind="stable")  # back to message order (other content types came last)
+    table = pa.concat_tables([t.select(empty.column_names).cast(empty.schema) for t in tables])
+    if not np.all(order[:-1] < order[1:]):
+        table = table.take(pa.array(order))
+        msg_index = msg_index[order]
+        splits = [splits[j] for j in order.tolist()]
+    return BatchDecoded(table, msg_index, splits if split_topic[0] else None, sorted(bad))
+
+
+def _runs(mask: np.ndarray):
+    """(value, start, end) of each run of equal values in a boolean array."""
+    edges = np.flatnonzero(np.diff(mask.astype(np.int8))) + 1
+    bounds = np.concatenate(([0], edges, [len(mask)]))
+    for lo, hi in itertools.pairwise(bounds):
+        yield bool(mask[lo]), int(lo), int(hi)
