@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from aero_assets import windtunnel
+from aero_assets import tires, windtunnel
 from resources import KafkaResource, LakeResource, ModelStoreResource, Settings, WarehouseResource, load_settings
 
 
@@ -30,6 +30,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions.merge(
         windtunnel.build_defs(settings.topics),
+        tires.build_defs(settings.topics),
         # one process per run, steps in order: a chain of six steps pays the code-load cost once
         # (pools still apply in-process, so two landings of one topic never overlap)
         dg.Definitions(resources=build_resources(settings), executor=dg.in_process_executor),

@@ -20,3 +20,16 @@ RUNS_TOPIC_ASSET = dg.AssetKey(["kafka", "windtunnel_runs"])
 # One landing of a topic at a time (DESIGN.md): assets that land a topic declare this pool and
 # dagster.yaml limits every pool to one slot.
 WINDTUNNEL_LANDING_POOL = "landing_windtunnel"
+
+TIRES = "tires"
+# hourly on event time; end_offset=1 includes the open current hour, refreshed as data lands
+tires_hourly = dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00", end_offset=1)
+TIRE_READINGS = dg.AssetKey([TIRES, "readings"])
+TIRE_WINDOWS = dg.AssetKey([TIRES, "window_aggregates"])
+TIRE_ALERTS = dg.AssetKey([TIRES, "alerts"])
+TIRE_FLEET_STATUS = dg.AssetKey([TIRES, "fleet_status"])
+# what landed readings trigger per touched hour, in one run
+TIRES_HOUR_CHAIN = [TIRE_WINDOWS, TIRE_ALERTS, TIRE_FLEET_STATUS]
+TIRES_RAW_TOPIC_ASSET = dg.AssetKey(["kafka", "tires_raw"])
+TIRES_ALERTS_TOPIC_ASSET = dg.AssetKey(["kafka", "tires_alerts"])
+TIRES_LANDING_POOL = "landing_tires"
