@@ -11,7 +11,16 @@ from __future__ import annotations
 import dagster as dg
 
 from aero_assets import tires, windtunnel
-from resources import KafkaResource, LakeResource, ModelStoreResource, Settings, WarehouseResource, load_settings
+from resources import (
+    KafkaResource,
+    LakeResource,
+    ModelStoreResource,
+    Settings,
+    Topics,
+    WarehouseResource,
+    load_settings,
+)
+from resources.warehouse import ViewSpec
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -27,10 +36,21 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     }
 
 
+def warehouse_views(lake: LakeResource, topics: Topics) -> list[ViewSpec]:
+    """Every domain's DuckDB views over the lake: one sensor keeps them all in place."""
+    from aero_assets.tires.views import tires_views
+    from aero_assets.windtunnel.views import windtunnel_views
+
+    return [*windtunnel_views(lake, topics), *tires_views(lake, topics)]
+
+
 def build_definitions(settings: Settings) -> dg.Definitions:
+    from sensors.warehouse_views import build_warehouse_views_sensor
+
     return dg.Definitions.merge(
         windtunnel.build_defs(settings.topics),
         tires.build_defs(settings.topics),
+        dg.Definitions(sensors=[build_warehouse_views_sensor(lambda lake: warehouse_views(lake, settings.topics))]),
         # one process per run, steps in order: a chain of six steps pays the code-load cost once
         # (pools still apply in-process, so two landings of one topic never overlap)
         dg.Definitions(resources=build_resources(settings), executor=dg.in_process_executor),

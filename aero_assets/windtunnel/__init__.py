@@ -8,13 +8,9 @@ from resources.settings import Topics
 def build_defs(topics: Topics) -> dg.Definitions:
     from aero_assets.windtunnel.analytics import build_windtunnel_analytics
     from aero_assets.windtunnel.assets import build_windtunnel_landing
-    from aero_assets.windtunnel.views import windtunnel_views
-    from sensors.warehouse_views import build_warehouse_views_sensor
     from sensors.windtunnel_runs import build_windtunnel_run_sensor
 
     return dg.Definitions(
         assets=[*build_windtunnel_landing(topics), *build_windtunnel_analytics(topics)],
-        sensors=[build_windtunnel_run_sensor(topics.windtunnel_runs, topics.windtunnel_samples),
-                 # one sensor for every domain's views; domains added later extend the list it is given
-                 build_warehouse_views_sensor(lambda lake: windtunnel_views(lake, topics))],
+        sensors=[build_windtunnel_run_sensor(topics.windtunnel_runs, topics.windtunnel_samples)],
     )
