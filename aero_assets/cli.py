@@ -54,6 +54,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from aero_assets.bench.windtunnel import bench_windtunnel
 
         figures = bench_windtunnel(duration_s=args.duration or 60.0)
+    elif args.name == "tires":
+        from pathlib import Path
+
+        from aero_assets.bench.tires import bench_tires
+
+        figures = bench_tires(readings=args.readings, input_path=Path(args.input) if args.input else None,
+                              latency_seconds=args.latency_seconds)
     else:  # argparse restricts choices; later issues add benchmarks here
         raise SystemExit(f"unknown benchmark {args.name}")
     print(json.dumps(figures))
@@ -92,11 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_demo)
 
     be = sub.add_parser("bench", help="measure Aero against its baseline; last line is JSON")
-    be.add_argument("name", choices=["ingest", "qc", "windtunnel"])
+    be.add_argument("name", choices=["ingest", "qc", "windtunnel", "tires"])
     be.add_argument("--samples", type=int, default=5_000_000, help="ingest: samples landed by Aero")
     be.add_argument("--baseline-samples", type=int, default=200_000, help="ingest: samples landed by the baseline")
     be.add_argument("--runs", type=int, default=40, help="qc: simulated runs scored")
     be.add_argument("--duration", type=float, default=None, help="qc: s per run (10); windtunnel: run s (60)")
+    be.add_argument("--readings", type=int, default=10_000_000, help="tires: readings in the window benchmark")
+    be.add_argument("--input", default=None,
+                    help="tires: Parquet file (vehicle_id, tire, ts, pressure_kpa, temperature_c) instead of a "
+                         "generated one")
+    be.add_argument("--latency-seconds", type=float, default=20.0,
+                    help="tires: seconds of paced live traffic (0: skip)")
     be.set_defaults(fn=cmd_bench)
     return p
 

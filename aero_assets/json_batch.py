@@ -28,6 +28,7 @@ from aero_assets.codec import JSON, Decoded, DecodeError
 
 # rows parsed per pyarrow block: large blocks parse faster; 16 MiB measured best on 2 cores
 _BLOCK_SIZE = 16 * 1024 * 1024
+_MIN_BLOCK = 1024 * 1024
 
 
 @dataclass
@@ -47,18 +48,15 @@ Finisher = Callable[[pa.Table, pa.Array],
                     tuple[pa.Table, np.ndarray, list[str | None] | None] | None]
 
 
-def _lines(buf: bytes, lengths: np.ndarray) -> np.ndarray:
-    """Lines (objects, if NDJSON) of each message in `buf`, the messages joined by single newlines.
+def _lines(values: list[bytes]) -> np.ndarray:
+    """Lines (objects, if NDJSON) of each message; a trailing newline ends the last line, it starts none.
 
-    A trailing newline ends a message's last line rather than starting an empty one. Counted with
-    NumPy over the joined buffer: no Python work per message.
+    `bytes.count` mapped over the values runs in C (memchr speed) without a temporary the size of
+    the batch, which on a 100 MB chunk cost more than the parse.
     """
-    starts = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))
-    ends = starts + lengths  # exclusive
-    raw = np.frombuffer(buf, dtype=np.uint8)
-    at = np.flatnonzero(raw == 10)  # newline positions, separators included
-    inside = np.searchsorted(at, ends) - np.searchsorted(at, starts)
-    trailing = raw[ends - 1] == 10
+    n = len(values)
+    inside = np.fromiter(map(bytes.count, values, itertools.repeat(b"\n", n)), dtype=np.int64, count=n)
+    trailing = np.fromiter(map(bytes.endswith, values, itertools.repeat(b"\n", n)), dtype=bool, count=n)
     return inside - trailing + 1
 
 
@@ -148,14 +146,15 @@ def decode_json_batch(
 
     def _parse(ids: np.ndarray):
         vals = [values[i] for i in ids.tolist()]
-        lengths = np.fromiter(map(len, vals), dtype=np.int64, count=len(vals)) if vals else np.zeros(0, np.int64)
-        if not lengths.all():
+        if not all(vals):  # an empty message has no line: decoded alone, for its reason
             return None
         buf = b"\n".join(vals)
-        counts = _lines(buf, lengths)
+        counts = _lines(vals)
         for schema in parse_schemas:
             try:
-                t = pj.read_json(pa.BufferReader(buf), read_options=pj.ReadOptions(block_size=_BLOCK_SIZE),
+                # blocks small enough that both cores parse, large enough to keep per-block costs low
+                block = min(_BLOCK_SIZE, max(_MIN_BLOCK, len(buf) // 4))
+                t = pj.read_json(pa.BufferReader(buf), read_options=pj.ReadOptions(block_size=block),
                                  parse_options=pj.ParseOptions(explicit_schema=schema,
                                                                unexpected_field_behavior="ignore"))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError):

@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from aero_assets.codec import DecodeError, Decoder, content_type_of
+from aero_assets.codec import ARROW, JSON, DecodeError, Decoder, content_type_of
 from aero_assets.dlq import ERROR_HEADER, DlqWriter, dlq_dir
 from aero_assets.landing_state import (
     Checkpoint,
@@ -334,11 +334,18 @@ def _commit_forward(consumer, commit: list[TopicPartition], expected: dict[int, 
     consumer.commit(offsets=commit, asynchronous=False)
 
 
+# the header lists well-behaved producers send: their size is known without walking them
+_USUAL_HEADERS = ([("content-type", JSON.encode())], [("content-type", ARROW.encode())])
+_USUAL_HEADER_BYTES = 64 + len("content-type") + len(ARROW)
+
+
 def _wire_size(m) -> int:
     """Bytes a message holds in memory: value, key and headers (a tombstone still has a key and headers)."""
     size = len(m.value() or b"") + len(m.key() or b"") + 64
     headers = m.headers()
     if headers:
+        if headers == _USUAL_HEADERS[0] or headers == _USUAL_HEADERS[1]:
+            return size + _USUAL_HEADER_BYTES
         size += sum(len(k) + len(v or b"") for k, v in headers)
     return size
 
@@ -379,12 +386,15 @@ def _read_chunk(consumer, open_parts: set[int], limit: int, byte_limit: int, idl
         # the cut are fetched again by the next chunk
         budget, cut = byte_limit, set()
         for p, msgs in batch.items():
-            keep = 0
-            for m in msgs[:limit]:
-                keep += 1
-                budget -= _wire_size(m)
-                if budget <= 0:
-                    break
+            if size < byte_limit:  # only the message limit applies: no need to weigh each message again
+                keep = min(len(msgs), limit)
+            else:
+                keep = 0
+                for m in msgs[:limit]:
+                    keep += 1
+                    budget -= _wire_size(m)
+                    if budget <= 0:
+                        break
             keep = max(keep, 1)
             if keep < len(msgs):
                 del msgs[keep:]
@@ -434,14 +444,19 @@ def _decode_partition(decoder: Decoder, msgs: list, budget: int):
 
 def _decode_partition_batch(decoder, msgs: list):
     bad, idx, values, keys, cts = [], [], [], [], []
+    json_headers = _USUAL_HEADERS[0]
     for m in msgs:
-        try:
-            cts.append(content_type_of(m.headers(), m.value()))
-        except DecodeError as exc:
-            bad.append((m, str(exc)))
-            continue
+        value, headers = m.value(), m.headers()
+        if headers == json_headers:  # the common case, without parsing the header
+            cts.append(JSON)
+        else:
+            try:
+                cts.append(content_type_of(headers, value))
+            except DecodeError as exc:
+                bad.append((m, str(exc)))
+                continue
         idx.append(m)
-        values.append(m.value())
+        values.append(value)
         keys.append(m.key())
     out: dict[str | None, pa.Table] = {}
     if idx:
