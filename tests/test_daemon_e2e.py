@@ -69,3 +69,45 @@ def test_the_daemon_lands_a_simulated_run_without_any_manual_step(tmp_path, brok
         stop_process_group(daemon)
     assert (home / "lake" / "windtunnel" / "raw_run" / f"run_id={run_id}" / "data.parquet").exists()
     assert (home / "exports" / run_id / "processed.csv").exists()
+
+
+def test_the_daemon_lands_tire_readings_and_refreshes_the_current_hour_by_itself(tmp_path, broker, publisher):
+    import time
+
+    from aero_assets.keys import TIRE_ALERTS, TIRE_FLEET_STATUS, TIRE_WINDOWS
+    from aero_assets.tires.assets import WINDOW_COUNT_CHECK, hour_key
+    from tests.tires_data import S, fleet, publish
+
+    home = tmp_path / "aero"
+    dagster_home = home / "dagster"
+    dagster_home.mkdir(parents=True)
+    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    env = {**os.environ, "AERO_HOME": str(home), "AERO_KAFKA_BOOTSTRAP": broker.bootstrap,
+           "DAGSTER_HOME": str(dagster_home), "AERO_TIRES_LANDING_MAX_WAIT_S": "1"}
+    start = (time.time_ns() // S - 300) * S  # the last five minutes: the open current hour (or the one before)
+    readings = fleet(start, 240, vehicles=2, puncture_at=30, overheat_at=100)
+    publish(publisher, "tires.raw", readings, per_message=4)
+    hours = sorted({hour_key(h) for h in {(start // 3_600_000_000_000) * 3_600_000_000_000,
+                                          ((start + 239 * S) // 3_600_000_000_000) * 3_600_000_000_000}})
+
+    log = (tmp_path / "daemon.log").open("wb")
+    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+                              env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            def done(key):
+                recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=20).records
+                return {r.partition_key for r in recs} >= set(hours)
+
+            wait_for(lambda: done(TIRE_FLEET_STATUS), timeout=240, interval=1.0,
+                     what="the daemon to land the readings and refresh their hours")
+            assert done(TIRE_WINDOWS) and done(TIRE_ALERTS)
+            check = instance.get_latest_asset_check_evaluation_record(
+                dg.AssetCheckKey(TIRE_WINDOWS, WINDOW_COUNT_CHECK))
+            assert check is not None and check.event.asset_check_evaluation.passed
+    finally:
+        stop_process_group(daemon)
+    import pyarrow.parquet as pq
+    alerts = [pq.read_table(p) for p in (home / "lake" / "tires" / "alerts").glob("hour=*/data.parquet")]
+    assert sorted(t for a in alerts for t in a["alert_type"].to_pylist()) == \
+        ["high_temperature", "low_pressure", "rapid_pressure_loss"]
