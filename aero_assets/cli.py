@@ -26,6 +26,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from aero_assets.stack import simulate_windtunnel
 
     settings = load_settings()
+    if args.domain == "tires":
+        from aero_assets.simulators.tires_publish import simulate_tires
+        from aero_assets.stack import stop_event
+
+        if (args.duration is None) == (not args.forever):
+            print("aero simulate tires: give --duration S or --forever", file=sys.stderr)
+            return 2
+        summary = simulate_tires(settings, vehicles=args.vehicles, rate_hz=args.rate, duration_s=args.duration,
+                                 late_fraction=args.late_fraction, seed=args.seed, fleet_id=args.fleet,
+                                 episode_rate=args.episode_rate, fast=args.fast, stop=stop_event())
+        print(json.dumps(summary))
+        return 0
     ids = simulate_windtunnel(
         settings, runs=args.runs, duration_s=args.duration, session_id=args.session,
         fault_rate=args.fault_rate, seed=args.seed, block_samples=args.block_samples,
@@ -67,6 +79,36 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{raw} is not a positive whole number")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{raw} is not a positive number")
+    return value
+
+
+def _fraction(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{raw} is not a fraction between 0 and 1")
+    return value
+
+
+def _safe_id(raw: str) -> str:
+    from aero_assets.ids import InvalidIdentifier, validate_id
+
+    try:
+        return validate_id(raw, "fleet id")
+    except InvalidIdentifier as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aero", description="Aero telemetry data platform")
     sub = p.add_subparsers(dest="command", required=True)
@@ -86,6 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--seed", type=int, default=None)
     w.add_argument("--block-samples", type=int, default=4000, help="samples per Arrow message")
     w.set_defaults(fn=cmd_simulate)
+    t = ssub.add_parser("tires", help="a tire fleet's pressure/temperature readings as JSON on tires.raw")
+    t.add_argument("--vehicles", type=_positive_int, default=20)
+    t.add_argument("--rate", type=_positive_float, default=1.0, help="readings per tire per second")
+    t.add_argument("--duration", type=_positive_float, default=None, help="seconds to simulate")
+    t.add_argument("--forever", action="store_true", help="run until Ctrl-C")
+    t.add_argument("--late-fraction", type=_fraction, default=0.02, help="share of readings delivered 5-180 s late")
+    t.add_argument("--episode-rate", type=float, default=3.0, help="planted episodes per vehicle per hour")
+    t.add_argument("--fleet", default="fleet", type=_safe_id, help="fleet id, the prefix of vehicle ids")
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--fast", action="store_true", help="publish the last --duration seconds as fast as possible "
+                                                        "instead of in real time")
+    t.set_defaults(fn=cmd_simulate)
 
     d = sub.add_parser("demo", help="broker + simulator + Dagster UI on 127.0.0.1 (Ctrl-C stops all)")
     d.add_argument("--port", type=int, default=3000, help="Dagster UI port")

@@ -35,7 +35,7 @@ class DemoRefused(RuntimeError):
     """`aero demo` will not go on; the message says why and what to do instead."""
 
 
-def _stop_event() -> threading.Event:
+def stop_event() -> threading.Event:
     """Set on SIGINT/SIGTERM so long-running commands shut down cleanly."""
     ev = threading.Event()
 
@@ -58,7 +58,7 @@ def start_broker(settings: Settings, port: int, partitions: int | None = None) -
 
 def run_broker_forever(settings: Settings, port: int, partitions: int | None) -> int:
     broker, _ = start_broker(settings, port, partitions)
-    stop = _stop_event()
+    stop = stop_event()
     print(f"aero broker: listening on {broker.bootstrap} (cluster id {broker.cluster_id}, memory only); "
           f"topics: {', '.join(settings.topics.all())}. Ctrl-C stops it.", flush=True)
     try:
@@ -173,7 +173,7 @@ def demo_broker(settings: Settings, *, reuse_broker: bool) -> tuple[EmbeddedBrok
 
 def run_demo(settings: Settings, *, ui_port: int, runs: int, duration_s: float, interval_s: float,
              fault_rate: float, reuse_broker: bool = False) -> int:
-    stop = _stop_event()
+    stop = stop_event()
     if port_is_open("127.0.0.1", ui_port):
         print(f"aero demo: port {ui_port} is already in use (a Dagster UI left from an earlier demo?). "
               "Stop it, or pick another with --port.", file=sys.stderr)
