@@ -46,6 +46,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stream(args: argparse.Namespace) -> int:
+    import logging
+
+    from aero_assets.stack import stop_event
+    from aero_assets.tires.live import run_live_alerts
+    from aero_assets.tires.settings import load_thresholds
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings, thresholds = load_settings(), load_thresholds()
+    print(f"aero stream tires-alerts: {settings.topics.tires_raw} -> {settings.topics.tires_alerts} "
+          f"({thresholds}); Ctrl-C stops it.", flush=True)
+    stats = run_live_alerts(settings, stop=stop_event(), thresholds=thresholds)
+    print(json.dumps(stats))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from aero_assets.stack import run_demo
 
@@ -140,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--fast", action="store_true", help="publish the last --duration seconds as fast as possible "
                                                         "instead of in real time")
     t.set_defaults(fn=cmd_simulate)
+
+    st = sub.add_parser("stream", help="long-running stream services (own consumer group; Ctrl-C stops)")
+    st.add_argument("name", choices=["tires-alerts"], help="tires-alerts: alert episodes on tires.alerts within a "
+                                                          "second of the reading")
+    st.set_defaults(fn=cmd_stream)
 
     d = sub.add_parser("demo", help="broker + simulator + Dagster UI on 127.0.0.1 (Ctrl-C stops all)")
     d.add_argument("--port", type=int, default=3000, help="Dagster UI port")

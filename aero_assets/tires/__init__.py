@@ -7,10 +7,10 @@ from resources.settings import Topics
 
 def build_defs(topics: Topics) -> dg.Definitions:
     from aero_assets.tires.assets import build_tires_assets
-    from aero_assets.tires.episodes import Thresholds
+    from aero_assets.tires.settings import load_thresholds
     from sensors.tires_readings import build_tires_sensor
 
     return dg.Definitions(
-        assets=build_tires_assets(topics, Thresholds()),
+        assets=build_tires_assets(topics, load_thresholds()),
         sensors=[build_tires_sensor(topics.tires_raw)],
     )
