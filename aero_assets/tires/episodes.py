@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from aero_assets.codec import TS_TYPE
 from aero_assets.tires.decoder import TIRES
@@ -53,7 +54,7 @@ class Thresholds:
     def lookback_ns(self) -> int:
         """How far before a reading the rules look: the previous in-condition reading (`clear_s`),
         whose own rate needs the rolling window before it, plus a margin."""
-        return int((self.clear_s + self.rapid_loss_window_s + 60.0) * _NS)
+        return int((self.clear_s + self.rapid_loss_window_s + 10.0) * _NS)
 
     def threshold(self, alert_type: str) -> float:
         return {LOW_PRESSURE: self.low_pressure_kpa, HIGH_TEMPERATURE: self.high_temperature_c,
@@ -79,6 +80,16 @@ EPISODE_SCHEMA = pa.schema([
 
 def alert_id(vehicle_id: str, tire: str, alert_type: str, opened_at_ns: int) -> str:
     return hashlib.sha256(f"{vehicle_id}\x1f{tire}\x1f{alert_type}\x1f{opened_at_ns}".encode()).hexdigest()[:24]
+
+
+def codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct values as an object array, code per row) of a string or dictionary column."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.cast(arr.type.value_type)
+    enc = pc.dictionary_encode(arr)
+    return (np.asarray(enc.dictionary.to_pylist(), dtype=object),
+            enc.indices.to_numpy(zero_copy_only=False).astype(np.int64))
 
 
 def _in_order(group: np.ndarray, ts: np.ndarray) -> np.ndarray:
@@ -113,28 +124,28 @@ def detect_episodes(readings: pa.Table, thresholds: Thresholds, *, new_from: np.
     n = readings.num_rows
     if n == 0:
         return _empty()
-    df = pd.DataFrame({
-        "vehicle_id": readings["vehicle_id"].to_numpy(zero_copy_only=False),
-        "tire": readings["tire"].to_numpy(zero_copy_only=False),
-        "ts": readings["ts"].cast(pa.int64()).to_numpy(),
-        "p": readings["pressure_kpa"].to_numpy(),
-        "t": readings["temperature_c"].to_numpy(),
-        "part": readings["_partition"].to_numpy().astype(np.int64),
-        "off": readings["_offset"].to_numpy().astype(np.int64),
-        "new": np.ones(n, dtype=bool) if new_from is None else np.asarray(new_from, dtype=bool),
-    })
-    df["g"] = df.groupby(["vehicle_id", "tire"], sort=False).ngroup().to_numpy()
-    df = df.sort_values(["g", "part", "off"], kind="stable", ignore_index=True)
-    g, ts = df["g"].to_numpy(), df["ts"].to_numpy()
+    # integer codes, not strings: the live consumer calls this on every fetch over minutes of history
+    vehicles, vcode = codes(readings["vehicle_id"])
+    tires, tcode = codes(readings["tire"])
+    g_all = vcode * len(tires) + tcode
+    order = np.lexsort((readings["_offset"].to_numpy(), readings["_partition"].to_numpy(), g_all))
+    g = g_all[order]
+    ts = readings["ts"].cast(pa.int64()).to_numpy()[order]
     keep = _in_order(g, ts)
-    group_last_ts = df.groupby("g", sort=False)["ts"].max()  # latest in-order ts = latest ts of the tire
-    io = df[keep].reset_index(drop=True)  # in-order rows: within a group, ts increases with log order
-    gi, tsi = io["g"].to_numpy(), io["ts"].to_numpy()
-    rate_loss = _loss_rate(gi, tsi, io["p"].to_numpy(), int(thresholds.rapid_loss_window_s * _NS))
+    last_ts = np.full(int(g.max()) + 1, np.iinfo(np.int64).min)
+    np.maximum.at(last_ts, g, ts)  # latest in-order ts = latest ts of the tire
+    sel = order[keep]  # in-order rows: within a group, ts increases with log order
+    gi, tsi = g[keep], ts[keep]
+    pi = readings["pressure_kpa"].to_numpy()[sel]
+    ti = readings["temperature_c"].to_numpy()[sel]
+    part = readings["_partition"].to_numpy()[sel]
+    off = readings["_offset"].to_numpy()[sel]
+    newi = np.ones(len(sel), dtype=bool) if new_from is None else np.asarray(new_from, dtype=bool)[sel]
+    rate_loss = _loss_rate(gi, tsi, pi, int(thresholds.rapid_loss_window_s * _NS))
     with np.errstate(invalid="ignore"):
         conditions = {
-            LOW_PRESSURE: (io["p"].to_numpy() < thresholds.low_pressure_kpa, io["p"].to_numpy(), np.minimum),
-            HIGH_TEMPERATURE: (io["t"].to_numpy() > thresholds.high_temperature_c, io["t"].to_numpy(), np.maximum),
+            LOW_PRESSURE: (pi < thresholds.low_pressure_kpa, pi, np.minimum),
+            HIGH_TEMPERATURE: (ti > thresholds.high_temperature_c, ti, np.maximum),
             RAPID_PRESSURE_LOSS: (rate_loss >= thresholds.rapid_loss_kpa_per_min, rate_loss, np.maximum),
         }
     clear_ns = int(thresholds.clear_s * _NS)
@@ -149,23 +160,23 @@ def detect_episodes(readings: pa.Table, thresholds: Thresholds, *, new_from: np.
         starts = np.flatnonzero(opens)
         ends = np.append(starts[1:], len(idx)) - 1
         v = value[idx]
-        is_new = io["new"].to_numpy()[idx]
+        is_new = newi[idx]
         first, last = idx[starts], idx[ends]
         new_v = np.where(is_new, v, np.nan)
         with np.errstate(invalid="ignore"):
             new_peak = (np.fmin if peak_op is np.minimum else np.fmax).reduceat(new_v, starts)
         frames.append(pd.DataFrame({
-            "vehicle_id": io["vehicle_id"].to_numpy()[first],
-            "tire": io["tire"].to_numpy()[first],
+            "vehicle_id": vehicles[cg[starts] // len(tires)],
+            "tire": tires[cg[starts] % len(tires)],
             "alert_type": alert_type,
             "opened_at": tsi[first],
             "last_at": tsi[last],
-            "closed": group_last_ts.reindex(cg[starts]).to_numpy() > tsi[last] + clear_ns,
+            "closed": last_ts[cg[starts]] > tsi[last] + clear_ns,
             "threshold": thresholds.threshold(alert_type),
             "peak_value": peak_op.reduceat(v, starts),
             "readings": np.diff(np.append(starts, len(idx))),
-            "open_partition": io["part"].to_numpy()[first],
-            "open_offset": io["off"].to_numpy()[first],
+            "open_partition": part[first],
+            "open_offset": off[first],
             "open_is_new": is_new[starts],
             "new_readings": np.add.reduceat(is_new.astype(np.int64), starts),
             "new_peak": new_peak,

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from aero_assets.codec import JSON, content_type_of
@@ -35,6 +34,7 @@ from aero_assets.tires.episodes import (
     HIGH_TEMPERATURE,
     RAPID_PRESSURE_LOSS,
     Thresholds,
+    codes,
     detect_episodes,
     episode_message,
 )
@@ -124,13 +124,13 @@ class LiveAlerts:
         """Keep, per tire, the readings within the rules' lookback of its latest reading."""
         if combined.num_rows == 0:
             return combined
-        key = pc.binary_join_element_wise(combined["vehicle_id"], combined["tire"], "|")
+        _, vcode = codes(combined["vehicle_id"])
+        _, tcode = codes(combined["tire"])
+        group = vcode * 8 + tcode
         ts = combined["ts"].cast(pa.int64()).to_numpy()
-        codes = pc.dictionary_encode(key).combine_chunks().indices.to_numpy() if isinstance(key, pa.ChunkedArray) \
-            else pc.dictionary_encode(key).indices.to_numpy()
-        latest = np.full(int(codes.max()) + 1, np.iinfo(np.int64).min)
-        np.maximum.at(latest, codes, ts)
-        return combined.filter(pa.array(ts >= latest[codes] - self.thresholds.lookback_ns))
+        latest = np.full(int(group.max()) + 1, np.iinfo(np.int64).min)
+        np.maximum.at(latest, group, ts)
+        return combined.filter(pa.array(ts >= latest[group] - self.thresholds.lookback_ns))
 
 
 def _episode_state(ep: dict) -> dict:
