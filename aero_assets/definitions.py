@@ -15,6 +15,7 @@ from resources import (
     KafkaResource,
     LakeResource,
     ModelStoreResource,
+    ServingResource,
     Settings,
     Topics,
     WarehouseResource,
@@ -33,6 +34,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "lake": LakeResource(root=str(settings.lake_dir), exports_root=str(settings.home / "exports")),
         "warehouse": WarehouseResource(database=str(settings.warehouse_path)),
         "model_store": ModelStoreResource(root=str(settings.models_dir)),
+        # off unless AERO_SERVING_PG_URL is set; read from the environment at run time (it may hold a password)
+        "serving": ServingResource(url=dg.EnvVar("AERO_SERVING_PG_URL") if settings.serving_pg_url else None),
     }
 
 

@@ -3,6 +3,7 @@
 from resources.kafka import BrokerUnavailable, KafkaResource, TopicIdentity
 from resources.lake import LakeResource, write_parquet_atomic
 from resources.model_store import ModelStoreResource
+from resources.serving import ServingResource, ServingUnavailable
 from resources.settings import Settings, SettingsError, Topics, load_settings
 from resources.warehouse import WarehouseResource
 
@@ -11,6 +12,8 @@ __all__ = [
     "KafkaResource",
     "LakeResource",
     "ModelStoreResource",
+    "ServingResource",
+    "ServingUnavailable",
     "Settings",
     "SettingsError",
     "TopicIdentity",

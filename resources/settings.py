@@ -75,6 +75,7 @@ class Settings:
     kafka: KafkaSettings
     topics: Topics
     dagster_pg_url: str | None = field(default=None, repr=False)
+    serving_pg_url: str | None = field(default=None, repr=False)
 
     @property
     def lake_dir(self) -> Path:
@@ -173,6 +174,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"got {pg_url.split(':', 1)[0]!r}."
         )
 
+    serving_url = env.get("AERO_SERVING_PG_URL") or None
+    if serving_url and not serving_url.startswith(("postgresql://", "postgres://")):
+        raise SettingsError(
+            "AERO_SERVING_PG_URL must be a libpq URL starting with postgresql://, e.g. "
+            f"postgresql://grafana@127.0.0.1:5432/aero (got one starting {serving_url.split(':', 1)[0]!r})."
+        )
+
     return Settings(
         env=mode,
         home=Path(env.get("AERO_HOME") or ".aero").expanduser().absolute(),
@@ -187,4 +195,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         topics=Topics(**topic_overrides),
         dagster_pg_url=pg_url,
+        serving_pg_url=serving_url,
     )

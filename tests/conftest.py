@@ -92,3 +92,28 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2, what: str 
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture
+def serving_pg_url() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL server, dropped after the test."""
+    import uuid
+
+    import psycopg2
+
+    name = f"aero_serving_{uuid.uuid4().hex[:8]}"
+    try:
+        conn = psycopg2.connect(PG_SERVER + "/postgres", connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {PG_SERVER} ({exc}); start it: "
+                    "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")
+    conn.autocommit = True
+    conn.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        conn.cursor().execute(f"DROP DATABASE {name} WITH (FORCE)")
+        conn.close()

@@ -113,3 +113,29 @@ def test_reconciliation_fails_listing_an_episode_the_live_path_published_but_bat
     assert check.metadata["only_in_live"].value == ["bogus0000000000000000000"]
     # the batch episodes the live path "missed" were published by the asset and are listed as only in batch
     assert len(check.metadata["only_in_batch"].value) == 2
+
+
+@pytest.mark.postgres
+def test_with_a_serving_url_the_hour_fills_postgres_and_rematerializing_never_duplicates(
+        settings, kafka, publisher, instance, serving_pg_url, monkeypatch):
+    import psycopg2
+
+    monkeypatch.setenv("AERO_SERVING_PG_URL", serving_pg_url)
+    from resources.settings import load_settings
+    defs = build_definitions(load_settings({"AERO_HOME": str(settings.home),
+                                            "AERO_KAFKA_BOOTSTRAP": settings.kafka.bootstrap_servers,
+                                            "AERO_SERVING_PG_URL": serving_pg_url}))
+    h0 = _hour_start(1)
+    publish(publisher, settings.topics.tires_raw, fleet(h0 + 60 * S, 300, vehicles=2), per_message=4)
+    dg.materialize([defs.get_assets_def(TIRE_READINGS)], instance=instance, resources=defs.resources)
+    for _ in range(2):
+        res = dg.materialize([defs.get_assets_def(k) for k in TIRES_HOUR_CHAIN], instance=instance,
+                             resources=defs.resources, partition_key=hour_key(h0))
+        assert res.success
+    windows = pq.read_table(next((settings.lake_dir / "tires" / "window_aggregates").glob("hour=*/data.parquet")))
+    alerts = pq.read_table(next((settings.lake_dir / "tires" / "alerts").glob("hour=*/data.parquet")))
+    with psycopg2.connect(serving_pg_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*), sum(reading_count) FROM tire_aggregations")
+        assert cur.fetchone() == (windows.num_rows, 2 * 4 * 300)
+        cur.execute("SELECT count(*) FROM tire_alerts")
+        assert cur.fetchone()[0] == alerts.num_rows == 3

@@ -41,8 +41,9 @@ from aero_assets.tires.episodes import (
     episodes_table,
 )
 from aero_assets.tires.readings import HOUR_NS, hours_of, landed_readings
+from aero_assets.tires.serving_tables import serve_alerts, serve_windows
 from aero_assets.tires.windows import window_aggregates as compute_windows
-from resources import KafkaResource, LakeResource, Topics, write_parquet_atomic
+from resources import KafkaResource, LakeResource, ServingResource, ServingUnavailable, Topics, write_parquet_atomic
 
 WINDOW_COUNT_CHECK = "window_counts_match_landed_readings"
 WINDOW_GAP_CHECK = "every_active_tire_has_its_windows"
@@ -106,7 +107,7 @@ def build_tires_assets(topics: Topics, thresholds: Thresholds) -> list:
         description="1-minute tumbling windows on event time per vehicle and tire: count, avg/min/max "
                     "pressure and temperature. Re-materialized when late readings land.",
     )
-    def window_aggregates(context: dg.AssetExecutionContext, lake: LakeResource):
+    def window_aggregates(context: dg.AssetExecutionContext, lake: LakeResource, serving: ServingResource):
         t0 = time.perf_counter()
         lo, hi = _hour_bounds(context)
         topic_dir = lake.landing_dir(raw_topic)
@@ -119,9 +120,11 @@ def build_tires_assets(topics: Topics, thresholds: Thresholds) -> list:
             filter=(ds.field("ts") >= _ts(lo)) & (ds.field("ts") < _ts(hi))) if any(topic_dir.glob("*.parquet")) else 0
         counted = int(pc.sum(pq.read_table(path, columns=["reading_count"])["reading_count"]).as_py() or 0)
         gaps = _window_gaps(windows)
+        served = _serve(context, serving, serve_windows, windows)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": windows.num_rows,
+                "served_to_postgres": served,
                 "readings": readings_tab.num_rows,
                 "vehicles": len(pc.unique(windows["vehicle_id"])) if windows.num_rows else 0,
                 "tires": len(set(zip(windows["vehicle_id"].to_pylist(), windows["tire"].to_pylist(),
@@ -159,7 +162,8 @@ def build_tires_assets(topics: Topics, thresholds: Thresholds) -> list:
                     f"{thresholds.rapid_loss_kpa_per_min:g} kPa/min over {thresholds.rapid_loss_window_s:g} s), "
                     "with peak and duration; queryable as `tires.alerts`.",
     )
-    def alerts(context: dg.AssetExecutionContext, kafka: KafkaResource, lake: LakeResource):
+    def alerts(context: dg.AssetExecutionContext, kafka: KafkaResource, lake: LakeResource,
+               serving: ServingResource):
         t0 = time.perf_counter()
         lo, hi = _hour_bounds(context)
         readings_tab = landed_readings(lake.landing_dir(raw_topic), lo - thresholds.lookback_ns, hi + HORIZON_NS,
@@ -169,6 +173,7 @@ def build_tires_assets(topics: Topics, thresholds: Thresholds) -> list:
         table = episodes_table(found)
         path = _hour_dir(lake, TIRE_ALERTS, lo) / "data.parquet"
         write_parquet_atomic(table, path)
+        served = _serve(context, serving, serve_alerts, table)
 
         # reconcile with the live path, and publish what it should have published but did not
         positions = live_positions(kafka, raw_topic)
@@ -193,6 +198,7 @@ def build_tires_assets(topics: Topics, thresholds: Thresholds) -> list:
                 **{f"episodes_{k}": int(counts.get(k, 0)) for k in ALERT_TYPES},
                 "open_episodes": int((~found["closed"].astype(bool)).sum()) if len(found) else 0,
                 "readings_considered": readings_tab.num_rows,
+                "served_to_postgres": served,
                 "published_by_this_run": published,
                 "live_path_positions": dg.MetadataValue.json({str(k): v for k, v in positions.items()}),
                 "path": dg.MetadataValue.path(str(path)),
@@ -245,6 +251,18 @@ def build_tires_assets(topics: Topics, thresholds: Thresholds) -> list:
         })
 
     return [*topic_specs, readings, window_aggregates, alerts, fleet_status]
+
+
+def _serve(context, serving: ServingResource, write, table: pa.Table) -> int:
+    """Upsert into the serving tables when configured (after the lake file, which stays the record)."""
+    if not serving.enabled:
+        return 0
+    try:
+        n = write(serving, table)
+    except ServingUnavailable as exc:
+        raise dg.Failure(description=f"{exc} The lake file is written; the next materialization serves it.") from None
+    context.log.info(f"served {n} rows to PostgreSQL")
+    return n
 
 
 def _ts(ns: int) -> pa.Scalar:
