@@ -66,7 +66,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from aero_assets.stack import run_demo
 
     return run_demo(load_settings(), ui_port=args.port, runs=args.runs, duration_s=args.duration,
-                    interval_s=args.interval, fault_rate=args.fault_rate, reuse_broker=args.reuse_broker)
+                    interval_s=args.interval, fault_rate=args.fault_rate, reuse_broker=args.reuse_broker,
+                    vehicles=args.vehicles)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--reuse-broker", action="store_true",
                    help="use a broker already serving AERO_KAFKA_BOOTSTRAP's port (its topics may hold earlier "
                         "data); without it the demo refuses to start on one it did not start")
+    d.add_argument("--vehicles", type=int, default=20, help="tire fleet size (0: no tire fleet)")
     d.set_defaults(fn=cmd_demo)
 
     be = sub.add_parser("bench", help="measure Aero against its baseline; last line is JSON")

@@ -171,8 +171,30 @@ def demo_broker(settings: Settings, *, reuse_broker: bool) -> tuple[EmbeddedBrok
                          "demo stops.")
 
 
+def start_tire_fleet(settings: Settings, kafka: KafkaResource, env: dict, vehicles: int,
+                     stop: threading.Event) -> tuple[subprocess.Popen, threading.Thread]:
+    """The tire side of the demo: `aero stream tires-alerts` in its own process, and a fleet publishing in real time."""
+    from aero_assets.simulators.tires_publish import simulate_tires
+
+    log = (settings.home / "tires-alerts.log").open("ab")
+    live = subprocess.Popen([str(Path(sys.executable).with_name("aero")), "stream", "tires-alerts"], env=env,
+                            cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=die_with_parent(signal.SIGINT))
+
+    def fleet() -> None:
+        try:
+            simulate_tires(settings, vehicles=vehicles, rate_hz=1.0, duration_s=None, kafka=kafka, progress=False,
+                           stop=stop, fleet_id=f"fleet{datetime.now(UTC):%H%M}", first_episode_within_s=45.0)
+        except Exception as exc:  # the wind tunnel goes on; say why the fleet stopped
+            print(f"aero demo: the tire fleet simulator stopped: {exc}", file=sys.stderr, flush=True)
+
+    thread = threading.Thread(target=fleet, name="tire-fleet", daemon=True)
+    thread.start()
+    return live, thread
+
+
 def run_demo(settings: Settings, *, ui_port: int, runs: int, duration_s: float, interval_s: float,
-             fault_rate: float, reuse_broker: bool = False) -> int:
+             fault_rate: float, reuse_broker: bool = False, vehicles: int = 20) -> int:
     stop = stop_event()
     if port_is_open("127.0.0.1", ui_port):
         print(f"aero demo: port {ui_port} is already in use (a Dagster UI left from an earlier demo?). "
@@ -195,6 +217,7 @@ def run_demo(settings: Settings, *, ui_port: int, runs: int, duration_s: float, 
     dev = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                            preexec_fn=die_with_parent(signal.SIGINT))
     print(f"aero demo: starting Dagster (logs in {settings.home / 'dagster-dev.log'}) ...", flush=True)
+    live = None
     try:
         deadline = time.monotonic() + 120
         while not port_is_open("127.0.0.1", ui_port) and not stop.is_set():
@@ -208,6 +231,12 @@ def run_demo(settings: Settings, *, ui_port: int, runs: int, duration_s: float, 
         print(f"aero demo: Dagster UI on http://127.0.0.1:{ui_port} — runs land, get QC'd, processed, "
               "measured, compared and exported by themselves (Catalog > windtunnel). Ctrl-C stops everything.",
               flush=True)
+        if vehicles:
+            live, _ = start_tire_fleet(settings, kafka, env, vehicles, stop)
+            print(f"aero demo: a fleet of {vehicles} vehicles publishes tire readings to {settings.topics.tires_raw}; "
+                  f"`aero stream tires-alerts` publishes alert episodes to {settings.topics.tires_alerts} (log: "
+                  f"{settings.home / 'tires-alerts.log'}); windows and alerts of the current hour refresh by "
+                  "themselves (Catalog > tires).", flush=True)
         next_at = time.monotonic()
         batch = runs
         session = f"wt-{datetime.now(UTC):%Y%m%d-%H%M%S}"
@@ -236,6 +265,9 @@ def run_demo(settings: Settings, *, ui_port: int, runs: int, duration_s: float, 
             stop.wait(0.5)
     finally:
         print("aero demo: stopping ...", flush=True)
+        stop.set()
+        if live is not None:
+            stop_process_group(live)
         stop_process_group(dev)
         if broker is not None:
             broker.stop()

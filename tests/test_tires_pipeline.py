@@ -103,9 +103,13 @@ def test_reconciliation_fails_listing_an_episode_the_live_path_published_but_bat
     from confluent_kafka import TopicPartition
     consumer.commit(offsets=[TopicPartition(settings.topics.tires_raw, 0, 10_000)], asynchronous=False)
     consumer.close()
+    opened = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(h0 / 1e9 + 5))
     bogus = {"alert_id": "bogus0000000000000000000", "status": "open", "alert_type": "low_pressure",
-             "opened_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(h0 / 1e9 + 5))}
-    publisher.send(settings.topics.tires_alerts, json.dumps(bogus).encode(), bogus["alert_id"])
+             "opened_at": opened, "source": "0/5"}  # from a reading both paths have read
+    ahead = {"alert_id": "ahead0000000000000000000", "status": "open", "alert_type": "low_pressure",
+             "opened_at": opened, "source": "0/999999"}  # from a reading not landed yet: not compared
+    for msg in (bogus, ahead):
+        publisher.send(settings.topics.tires_alerts, json.dumps(msg).encode(), msg["alert_id"])
     res = dg.materialize([defs.get_assets_def(TIRE_ALERTS)], instance=instance, resources=defs.resources,
                          partition_key=hour_key(h0), raise_on_error=False)
     check = {e.check_name: e for e in res.get_asset_check_evaluations()}[RECONCILE_CHECK]

@@ -59,17 +59,29 @@ def published_alerts(kafka: KafkaResource, topic: str, timeout_s: float = 30.0) 
     return out
 
 
-def live_positions(kafka: KafkaResource, raw_topic: str) -> dict[int, int]:
-    """Next offset of `tires.raw` the live consumer group will read, per partition (empty: never ran)."""
+def live_positions(kafka: KafkaResource, raw_topic: str, group: str = LIVE_GROUP) -> dict[int, int]:
+    """Next offset of `tires.raw` a consumer group will read, per partition (empty: it never committed).
+
+    For the live group: how far alerts are published; for the landing group: how far readings are landed.
+    """
     identity = kafka.identity(raw_topic)
     if identity is None:
         return {}
-    consumer = kafka.consumer(LIVE_GROUP)
+    consumer = kafka.consumer(group)
     try:
         committed = consumer.committed([TopicPartition(raw_topic, p) for p in identity.partitions], timeout=10)
     finally:
         consumer.close()
     return {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
+
+
+def source_position(message: dict) -> tuple[int, int] | None:
+    """(partition, offset) of the reading that opened a published episode, from its `source` field."""
+    try:
+        p, o = str(message.get("source", "")).split("/")
+        return int(p), int(o)
+    except ValueError:
+        return None
 
 
 def publish_alerts(kafka: KafkaResource, topic: str, messages: list[dict]) -> int:

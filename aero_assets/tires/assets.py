@@ -29,9 +29,9 @@ from aero_assets.keys import (
     TIRES_RAW_TOPIC_ASSET,
     tires_hourly,
 )
-from aero_assets.landing import land_topic
+from aero_assets.landing import LANDING_GROUP, land_topic
 from aero_assets.plots import png_markdown
-from aero_assets.tires.alerts_topic import live_positions, publish_alerts, published_alerts
+from aero_assets.tires.alerts_topic import live_positions, publish_alerts, published_alerts, source_position
 from aero_assets.tires.decoder import TireReadingsDecoder
 from aero_assets.tires.episodes import (
     ALERT_TYPES,
@@ -177,6 +177,7 @@ def build_tires_assets(topics: Topics, thresholds: Thresholds) -> list:
 
         # reconcile with the live path, and publish what it should have published but did not
         positions = live_positions(kafka, raw_topic)
+        landed = live_positions(kafka, raw_topic, LANDING_GROUP)
         live = published_alerts(kafka, alerts_topic)
         batch_rows = found.to_dict("records")
         behind = [r for r in batch_rows if r["open_offset"] < positions.get(int(r["open_partition"]), -1)]
@@ -186,9 +187,13 @@ def build_tires_assets(topics: Topics, thresholds: Thresholds) -> list:
         if published:
             context.log.warning(f"published {published} episode(s) the live path had not: "
                                 f"{[r['alert_id'] for r in missing][:10]}")
-        batch_ids = {r["alert_id"] for r in behind}
-        live_ids = {a for a, p in live.items() if lo <= _iso_ns(p.opened_at) < hi}
-        only_batch, only_live = sorted(batch_ids - live_ids), sorted(live_ids - {r["alert_id"] for r in batch_rows})
+        # compare what both sides have read: readings the live path has seen and the landing has landed
+        both = {p: min(o, landed.get(p, 0)) for p, o in positions.items()}
+        batch_ids = {r["alert_id"] for r in batch_rows if r["open_offset"] < both.get(int(r["open_partition"]), -1)}
+        live_ids = {a for a, m in live.items() if lo <= _iso_ns(m.opened_at) < hi
+                    and (src := source_position(m.message)) is not None and src[1] < both.get(src[0], -1)}
+        only_batch = sorted(batch_ids - set(live))
+        only_live = sorted(live_ids - {r["alert_id"] for r in batch_rows})
         on_topic = set(published_alerts(kafka, alerts_topic)) if published else set(live)
         unpublished = sorted(r["alert_id"] for r in due if r["alert_id"] not in on_topic)
         counts = found["alert_type"].value_counts().to_dict() if len(found) else {}
