@@ -132,3 +132,27 @@ def test_malformed_messages_are_skipped_and_counted_and_late_readings_open_nothi
     thread.join(30)
     assert box["stats"]["bad_messages"] == 1
     assert _alerts(kafka, settings.topics.tires_alerts) == []
+
+
+@pytest.mark.broker
+def test_a_restarted_broker_stops_the_service_instead_of_mixing_old_state_into_the_new_topic(tmp_path):
+    from resources.embedded_broker import EmbeddedBroker, free_port
+    from resources.kafka import KafkaResource
+    from resources.settings import load_settings
+
+    port = free_port()
+    settings = load_settings({"AERO_HOME": str(tmp_path), "AERO_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}"})
+    first = EmbeddedBroker(port=port).start()
+    kafka = KafkaResource.from_settings(settings.kafka)
+    ready = threading.Event()
+    stop, thread, box = _start(settings, kafka, ready=ready)
+    try:
+        assert ready.wait(30), "the service joined its group"
+        first.stop()
+        with EmbeddedBroker(port=port):  # a new cluster id on the same address
+            KafkaResource.from_settings(settings.kafka).ensure_topics(settings.topics.all())
+            thread.join(60)
+            assert not thread.is_alive()
+            assert "changed" in str(box.get("error")), box
+    finally:
+        stop.set()

@@ -168,12 +168,27 @@ class Snapshots:
         write_bytes_atomic(self.path(partition), json.dumps(state.to_json()).encode())
 
 
+class IncarnationChanged(RuntimeError):
+    """The broker restarted or the topic was recreated: offsets and state of the old one mean nothing."""
+
+
+def _same_incarnation(kafka: KafkaResource, topic: str, incarnation: str) -> None:
+    now = kafka.identity(topic)
+    if now is None or now.incarnation != incarnation:
+        raise IncarnationChanged(
+            f"{topic} changed (incarnation {incarnation} -> {now.incarnation if now else 'gone'}): the broker "
+            "restarted or the topic was recreated. Stopping without committing; start the service again (its "
+            "supervisor does) and it reads the new topic from its start with fresh state.")
+
+
 def run_live_alerts(settings: Settings, *, stop: threading.Event, thresholds: Thresholds | None = None,
                     kafka: KafkaResource | None = None, snapshot_every_s: float = 5.0,
                     on_publish: Callable[[dict], None] | None = None,
-                    crash_after_publish: Callable[[], bool] | None = None) -> dict:
+                    crash_after_publish: Callable[[], bool] | None = None,
+                    ready: threading.Event | None = None) -> dict:
     """Consume `tires.raw` and publish alert episodes until `stop` is set; returns counters.
 
+    `ready` is set once partitions are assigned (a group join takes a few seconds on Tansu).
     `crash_after_publish` is a test hook: when it returns True the loop raises after publishing and
     before snapshotting and committing, the window a real crash could hit.
     """
@@ -223,6 +238,8 @@ def run_live_alerts(settings: Settings, *, stop: threading.Event, thresholds: Th
                 tp.offset = max(committed, 0)
         c.assign(partitions)
         log.info("assigned %s", [(tp.partition, tp.offset) for tp in partitions])
+        if ready is not None:
+            ready.set()
 
     def on_revoke(c, partitions):
         checkpoint({tp.partition for tp in partitions} & set(core.parts))
@@ -281,6 +298,7 @@ def run_live_alerts(settings: Settings, *, stop: threading.Event, thresholds: Th
                 raise RuntimeError("injected crash after publishing, before the snapshot and commit")
             now = time.monotonic()
             if now - last_snapshot >= snapshot_every_s:
+                _same_incarnation(kafka, raw, identity.incarnation)
                 checkpoint(dirty)
                 last_snapshot = now
             if now - last_log >= 10:
