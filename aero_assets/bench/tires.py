@@ -161,6 +161,24 @@ def bench_landing(readings: int, baseline_readings: int, per_message: int = 40) 
             "landing_ratio": round(out["aero"] / out["baseline"], 1), "readings_per_message": per_message}
 
 
+def bench_detection(vehicles: int = 20, hours: float = 4.0, seed: int = 7) -> dict:
+    """Every planted episode of a simulated fleet (2 % late readings) against `detect_episodes`."""
+    from aero_assets.simulators.tires import simulate_table
+    from aero_assets.tires.episodes import Thresholds, detect_episodes
+    from aero_assets.tires.scoring import score
+
+    start = 1_767_225_600 * 1_000_000_000
+    table, truth = simulate_table(vehicles, 1.0, hours * 3600, seed=seed, start_ns=start, late_fraction=0.02)
+    log = table.drop_columns(["deliver_ns"]).append_column(
+        "_partition", pa.array(np.zeros(table.num_rows, np.int32))).append_column(
+        "_offset", pa.array(np.arange(table.num_rows)))
+    result = score(truth, detect_episodes(log, Thresholds()), start + int(hours * 3600e9))
+    return {"planted_episodes": result["planted_episodes"],
+            "episodes_fully_detected": result["episodes_fully_detected"],
+            "episode_alert_recall": result["recall"], "false_alerts": result["false_alerts"],
+            "missed": result["misses"][:5]}
+
+
 def bench_tires(*, readings: int = 10_000_000, input_path: Path | None = None, landing_readings: int = 1_000_000,
                 baseline_landing_readings: int = 40_000, latency_rate: int = 10_000, latency_seconds: float = 20.0,
                 ) -> dict:
@@ -173,6 +191,8 @@ def bench_tires(*, readings: int = 10_000_000, input_path: Path | None = None, l
             pq.write_table(synthetic_readings(readings), path, row_group_size=CHUNK_ROWS)
         print("aero bench tires: windows, Aero then pandas ...", flush=True)
         figures = bench_windows(path)
+    print("aero bench tires: planted episodes of a simulated fleet vs the alert episodes found ...", flush=True)
+    figures.update(bench_detection())
     print("aero bench tires: landing from the broker, batch then per-message ...", flush=True)
     figures.update(bench_landing(landing_readings, baseline_landing_readings))
     if latency_seconds > 0:

@@ -135,7 +135,7 @@ class TireFleet:
             still.append((v, k, ep, t0))
         self.active = still
         for v, k in self.cooling:
-            self.heat[v, k] *= np.exp(-self.dt / 300.0)
+            self.heat[v, k] *= np.exp(-self.dt / 600.0)  # slow enough that cooling never looks like a puncture
         self.cooling = [(v, k) for v, k in self.cooling if self.heat[v, k] > 0.05]
 
     def step(self) -> tuple[int, np.ndarray, np.ndarray, list[Episode]]:
