@@ -143,3 +143,45 @@ def test_with_a_serving_url_the_hour_fills_postgres_and_rematerializing_never_du
         assert cur.fetchone() == (windows.num_rows, 2 * 4 * 300)
         cur.execute("SELECT count(*) FROM tire_alerts")
         assert cur.fetchone()[0] == alerts.num_rows == 3
+
+
+def test_hostile_readings_go_to_the_dlq_with_their_reason_and_the_good_ones_land_once(
+        settings, kafka, publisher, instance, warehouse):
+    from aero_assets.definitions import warehouse_views
+    from resources import LakeResource
+
+    defs = build_definitions(settings)
+    h0 = _hour_start(1)
+    good = fleet(h0 + 60 * S, 30, vehicles=1, puncture_at=None, overheat_at=None)
+    publish(publisher, settings.topics.tires_raw, good, per_message=4)
+    ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(h0 / 1e9 + 120))
+    hostile = [
+        (b"{not json", "fleet-v000"),
+        (json.dumps({"vehicle_id": "fleet-v000", "tire": "XL", "pressure_kpa": 230, "temperature_c": 40,
+                     "ts": ts}).encode(), "fleet-v000"),
+        (json.dumps({"vehicle_id": "../../etc/passwd", "tire": "FL", "pressure_kpa": 230, "temperature_c": 40,
+                     "ts": ts}).encode(), "../../etc/passwd"),
+        (json.dumps({"vehicle_id": "fleet-v000", "tire": "FL", "pressure_kpa": 9e9, "temperature_c": 40,
+                     "ts": ts}).encode(), "fleet-v000"),
+        (json.dumps({"vehicle_id": "fleet-v000", "tire": "FL", "pressure_kpa": 230, "temperature_c": 40,
+                     "ts": "2099-01-01T00:00:00Z"}).encode(), "fleet-v000"),
+    ]
+    for value, key in hostile:
+        publisher.send(settings.topics.tires_raw, value, key, [("content-type", b"application/json")])
+    res = dg.materialize([defs.get_assets_def(TIRE_READINGS)], instance=instance, resources=defs.resources)
+    meta = res.asset_materializations_for_node("tires__readings")[0].metadata
+    assert meta["dagster/row_count"].value == good.num_rows
+    assert meta["dlq_messages"].value == len(hostile)
+    reasons = meta["landing"].value["dlq_reasons"]
+    assert any("invalid JSON" in r for r in reasons) and any("tire must be one of" in r for r in reasons)
+    # landing again lands nothing twice
+    again = dg.materialize([defs.get_assets_def(TIRE_READINGS)], instance=instance, resources=defs.resources)
+    assert again.asset_materializations_for_node("tires__readings")[0].metadata["dagster/row_count"].value == 0
+    # the hour's alerts are queryable as tires.alerts once views exist
+    dg.materialize([defs.get_assets_def(k) for k in TIRES_HOUR_CHAIN], instance=instance, resources=defs.resources,
+                   partition_key=hour_key(h0))
+    warehouse.ensure_views(warehouse_views(LakeResource(root=str(settings.lake_dir)), settings.topics))
+    with warehouse.fast_connection() as conn:
+        assert conn.execute("select count(*) from tires.readings").fetchone()[0] == good.num_rows
+        assert conn.execute("select count(*) from tires.alerts").fetchone()[0] == 0
+        assert conn.execute("select sum(reading_count) from tires.window_aggregates").fetchone()[0] == good.num_rows
