@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--input", default=None,
                     help="tires: Parquet file (vehicle_id, tire, ts, pressure_kpa, temperature_c) instead of a "
                          "generated one")
-    be.add_argument("--latency-seconds", type=float, default=20.0,
+    be.add_argument("--latency-seconds", type=float, default=30.0,
                     help="tires: seconds of paced live traffic (0: skip)")
     be.set_defaults(fn=cmd_bench)
     return p

@@ -156,3 +156,19 @@ def test_a_restarted_broker_stops_the_service_instead_of_mixing_old_state_into_t
             assert "changed" in str(box.get("error")), box
     finally:
         stop.set()
+
+
+def test_a_state_snapshot_round_trips_and_a_corrupt_one_means_a_fresh_start(tmp_path):
+    from aero_assets.tires.live import Snapshots
+
+    core = LiveAlerts(Thresholds())
+    table = _log(fleet(T0, 200, vehicles=1))
+    core.process(0, table)
+    snaps = Snapshots(tmp_path, "inc1")
+    snaps.save(0, core.parts[0])
+    back = snaps.load(0)
+    assert back.next_offset == core.parts[0].next_offset == table.num_rows
+    assert back.buffer.equals(core.parts[0].buffer) and back.open == core.parts[0].open
+    snaps.path(0).write_bytes(b"\xff\xff\xff\xff garbage")
+    assert snaps.load(0) is None
+    assert Snapshots(tmp_path, "inc2").load(0) is None  # another incarnation's state is never used

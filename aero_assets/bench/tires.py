@@ -180,7 +180,7 @@ def bench_detection(vehicles: int = 20, hours: float = 4.0, seed: int = 7) -> di
 
 
 def bench_tires(*, readings: int = 10_000_000, input_path: Path | None = None, landing_readings: int = 1_000_000,
-                baseline_landing_readings: int = 40_000, latency_rate: int = 10_000, latency_seconds: float = 20.0,
+                baseline_landing_readings: int = 40_000, latency_rate: int = 10_000, latency_seconds: float = 30.0,
                 ) -> dict:
     """All tire figures (DESIGN.md keys plus the new ones); the CLI prints them as the last line."""
     with tempfile.TemporaryDirectory() as tmp:
