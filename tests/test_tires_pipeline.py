@@ -185,3 +185,17 @@ def test_hostile_readings_go_to_the_dlq_with_their_reason_and_the_good_ones_land
         assert conn.execute("select count(*) from tires.readings").fetchone()[0] == good.num_rows
         assert conn.execute("select count(*) from tires.alerts").fetchone()[0] == 0
         assert conn.execute("select sum(reading_count) from tires.window_aggregates").fetchone()[0] == good.num_rows
+
+
+def test_hours_outside_the_partitions_never_break_the_sensor_and_a_future_hour_waits_its_turn(
+        settings, kafka, publisher, instance):
+    defs = build_definitions(settings)
+    next_hour = (time.time_ns() // HOUR_NS + 1) * HOUR_NS
+    old = 1_735_689_600 * S  # 2025-01-01, before the first hourly partition
+    for ts in (old, next_hour):  # the decoder allows a sensor clock up to an hour ahead
+        publish(publisher, settings.topics.tires_raw, fleet(ts, 2, vehicles=1, puncture_at=None, overheat_at=None))
+    dg.materialize([defs.get_assets_def(TIRE_READINGS)], instance=instance, resources=defs.resources)
+    sensor = build_tires_sensor(settings.topics.tires_raw, LandingPolicy(min_messages=1, max_wait_s=3600))
+    result = sensor(dg.build_sensor_context(instance=instance, resources={"kafka": defs.resources["kafka"]}))
+    assert not [r for r in (getattr(result, "run_requests", None) or []) if r.asset_selection == TIRES_HOUR_CHAIN]
+    assert json.loads(result.cursor)["pending"] == [hour_key(next_hour)]
