@@ -336,3 +336,25 @@ class RunEventsDecoder:
             "config": [config],
         }
         return Decoded(pa.table(row, schema=self.schema), run_id)
+
+
+def json_ts_column(col: pa.ChunkedArray | pa.Array) -> pa.Array | None:
+    """A `ts` column parsed by a batch JSON reader (ISO strings or epoch ms) as timestamp[ns, UTC].
+
+    None when the column cannot be converted as a whole (a naive or malformed time, a non-finite or
+    out-of-range number): the batch path then isolates the culprit message, whose reason comes from
+    `parse_ts_ns` on the per-message path.
+    """
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if pa.types.is_string(col.type):
+        try:
+            return pc.cast(col, TS_TYPE)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+    ms = np.asarray(pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        fine = np.isfinite(ms) & (np.abs(ms) <= 9.2e15)
+    if not fine.all():
+        return None
+    return pa.array(np.round(ms * 1_000_000).astype(np.int64)).cast(TS_TYPE)

@@ -33,3 +33,17 @@ TIRES_HOUR_CHAIN = [TIRE_WINDOWS, TIRE_ALERTS, TIRE_FLEET_STATUS]
 TIRES_RAW_TOPIC_ASSET = dg.AssetKey(["kafka", "tires_raw"])
 TIRES_ALERTS_TOPIC_ASSET = dg.AssetKey(["kafka", "tires_alerts"])
 TIRES_LANDING_POOL = "landing_tires"
+
+F1 = "f1"
+# one partition per session, added by the sensor when a session appears on the lifecycle topic
+f1_sessions = dg.DynamicPartitionsDefinition(name="f1_sessions")
+F1_TELEMETRY = dg.AssetKey([F1, "telemetry"])
+F1_LAP_SUMMARIES = dg.AssetKey([F1, "lap_summaries"])
+F1_PUBLISHED_LAPS = dg.AssetKey([F1, "published_laps"])
+# what landed laps trigger per session, in one run: summaries (checked), then the release to f1.analytics
+F1_SESSION_CHAIN = [F1_LAP_SUMMARIES, F1_PUBLISHED_LAPS]
+F1_TELEMETRY_TOPIC_ASSET = dg.AssetKey(["kafka", "f1_telemetry"])
+F1_SESSIONS_TOPIC_ASSET = dg.AssetKey(["kafka", "f1_sessions"])
+F1_ANALYTICS_TOPIC_ASSET = dg.AssetKey(["kafka", "f1_analytics"])
+F1_LANDING_POOL = "landing_f1"
+F1_PUBLISH_POOL = "publish_f1_analytics"
