@@ -13,12 +13,17 @@ beginning and says so.
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, TopicPartition
 
 from resources.kafka import BrokerUnavailable, KafkaResource, TopicIdentity
+from resources.settings import SettingsError
+
+LANDING_GROUP = "aero-landing"  # = aero_assets.landing.LANDING_GROUP (sensors stay free of the landing's imports)
 
 
 @dataclass
@@ -112,3 +117,67 @@ def read_events(kafka: KafkaResource, topic: str, cursor: TopicCursor, identity:
     for e in events:
         new_offsets[e.partition] = max(new_offsets[e.partition], e.offset + 1)
     return ReadResult(identity, events, TopicCursor(identity.incarnation, new_offsets), changed, not pending)
+
+
+@dataclass(frozen=True)
+class LandingPolicy:
+    """When a backlog is worth a landing run: enough messages wait, or the oldest waited long enough.
+
+    Both thresholds are settings (`<prefix>_MIN_MESSAGES`, `<prefix>_MAX_WAIT_S`), so a 2-core laptop
+    runs the demo without a queue of tiny runs and production can land more often.
+    """
+
+    min_messages: int = 20_000
+    max_wait_s: float = 20.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, prefix: str = "AERO_TIRES_LANDING",
+                 **defaults) -> LandingPolicy:
+        env = os.environ if env is None else env
+        out = dict(defaults)
+        for name, attr, cast, lo in ((f"{prefix}_MIN_MESSAGES", "min_messages", int, 1),
+                                      (f"{prefix}_MAX_WAIT_S", "max_wait_s", float, 0.0)):
+            raw = env.get(name, "").strip()
+            if not raw:
+                continue
+            try:
+                value = cast(raw)
+            except ValueError:
+                raise SettingsError(f"{name}={raw!r} is not a number: set it to a {cast.__name__} >= {lo}.") from None
+            if value < lo:
+                raise SettingsError(f"{name}={value} is too small: set it to a value >= {lo}.")
+            out[attr] = value
+        return cls(**out)
+
+    def due(self, lag: int, oldest_s: float | None) -> bool:
+        return bool(lag) and (lag >= self.min_messages or (oldest_s is not None and oldest_s >= self.max_wait_s))
+
+
+def waiting(kafka: KafkaResource, identity: TopicIdentity, group_id: str = LANDING_GROUP,
+            now_ms: int | None = None) -> tuple[dict[int, int], int, float | None]:
+    """(committed offset per partition, messages waiting (a lower bound on Tansu), age of the oldest in s).
+
+    Cheap: offsets and watermarks, plus a peek at one message per partition with something waiting.
+    """
+    # the landing's group, to read its committed offsets; peeking with assign() commits nothing
+    consumer = kafka.consumer(group_id, **{"enable.partition.eof": False})
+    try:
+        tps = [TopicPartition(identity.topic, p) for p in identity.partitions]
+        committed = {tp.partition: max(tp.offset, 0) for tp in consumer.committed(tps, timeout=5)}
+        lag, oldest = 0, None
+        for p in identity.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(identity.topic, p), timeout=5)
+            start = max(committed.get(p, 0), low)
+            if high <= start:
+                continue
+            lag += high - start
+            consumer.assign([TopicPartition(identity.topic, p, start)])
+            msg = consumer.poll(2.0)
+            if msg is not None and msg.error() is None:
+                _, ts_ms = msg.timestamp()
+                if ts_ms > 0:
+                    age = ((now_ms if now_ms is not None else time.time() * 1000) - ts_ms) / 1000
+                    oldest = age if oldest is None else max(oldest, age)
+        return committed, lag, oldest
+    finally:
+        consumer.close()

@@ -14,76 +14,22 @@ included, so a closed hour is re-materialized when a straggler arrives.
 
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 
 import dagster as dg
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaException
 
 from aero_assets.keys import TIRE_READINGS, TIRES_HOUR_CHAIN, TIRES_RAW_TOPIC_ASSET, tires_hourly
-from aero_assets.landing import LANDING_GROUP
-from resources.kafka import BrokerUnavailable, KafkaResource, TopicIdentity
-from resources.settings import SettingsError
-from sensors.kafka_events import kafka_skip_reason
+from resources.kafka import BrokerUnavailable, KafkaResource
+from sensors.kafka_events import LandingPolicy, kafka_skip_reason, waiting
 
 RETRY_WINDOW_S = 600  # a landing that failed for good is asked for again after this long
 
 
-@dataclass(frozen=True)
-class LandingPolicy:
-    min_messages: int = 20_000
-    max_wait_s: float = 20.0
-
-    @classmethod
-    def from_env(cls, env=None) -> "LandingPolicy":
-        env = os.environ if env is None else env
-        out = {}
-        for name, attr, cast, lo in (("AERO_TIRES_LANDING_MIN_MESSAGES", "min_messages", int, 1),
-                                      ("AERO_TIRES_LANDING_MAX_WAIT_S", "max_wait_s", float, 0.0)):
-            raw = env.get(name, "").strip()
-            if not raw:
-                continue
-            try:
-                value = cast(raw)
-            except ValueError:
-                raise SettingsError(f"{name}={raw!r} is not a number: set it to a {cast.__name__} >= {lo}.") from None
-            if value < lo:
-                raise SettingsError(f"{name}={value} is too small: set it to a value >= {lo}.")
-            out[attr] = value
-        return cls(**out)
-
-
-def waiting(kafka: KafkaResource, identity: TopicIdentity, group_id: str = LANDING_GROUP,
-            now_ms: int | None = None) -> tuple[dict[int, int], int, float | None]:
-    """(committed offset per partition, messages waiting (a lower bound on Tansu), age of the oldest in s)."""
-    # the landing's group, to read its committed offsets; peeking with assign() commits nothing
-    consumer = kafka.consumer(group_id, **{"enable.partition.eof": False})
-    try:
-        tps = [TopicPartition(identity.topic, p) for p in identity.partitions]
-        committed = {tp.partition: max(tp.offset, 0) for tp in consumer.committed(tps, timeout=5)}
-        lag, oldest = 0, None
-        for p in identity.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(identity.topic, p), timeout=5)
-            start = max(committed.get(p, 0), low)
-            if high <= start:
-                continue
-            lag += high - start
-            consumer.assign([TopicPartition(identity.topic, p, start)])
-            msg = consumer.poll(2.0)
-            if msg is not None and msg.error() is None:
-                _, ts_ms = msg.timestamp()
-                if ts_ms > 0:
-                    age = ((now_ms if now_ms is not None else time.time() * 1000) - ts_ms) / 1000
-                    oldest = age if oldest is None else max(oldest, age)
-        return committed, lag, oldest
-    finally:
-        consumer.close()
-
-
 def build_tires_sensor(raw_topic: str, policy: LandingPolicy | None = None,
                        minimum_interval_seconds: int = 5) -> dg.SensorDefinition:
-    policy = policy or LandingPolicy.from_env()
+    policy = policy or LandingPolicy.from_env(prefix="AERO_TIRES_LANDING")
 
     @dg.sensor(
         name="tires_readings_sensor",
@@ -131,7 +77,7 @@ def build_tires_sensor(raw_topic: str, policy: LandingPolicy | None = None,
                 reason = f"Topic {raw_topic} does not exist yet."
             else:
                 committed, lag, oldest = waiting(kafka, identity)
-                if lag and (lag >= policy.min_messages or (oldest is not None and oldest >= policy.max_wait_s)):
+                if policy.due(lag, oldest):
                     start = ",".join(f"{p}:{o}" for p, o in sorted(committed.items()))
                     requests.append(dg.RunRequest(
                         run_key=f"{raw_topic}@{identity.incarnation}/{start}/{int(time.time()) // RETRY_WINDOW_S}",
