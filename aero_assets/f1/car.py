@@ -299,12 +299,13 @@ class LapSamples(dict):
     """The 100 Hz columns of one lap (a plain ``dict[str, np.ndarray]``, DataFrame-ready) plus two scalars.
 
     ``lap_time_s``: time from the lap's first sample to the line, interpolated between samples (for a
-    flying lap, distance 0 to distance ``length``); ``end_speed_ms``: noise-free speed at the line, to
-    start the next lap with.
+    flying lap, distance 0 to distance ``length``); ``end_speed_ms`` and ``fuel_end_kg``: noise-free speed
+    and fuel left at the line, to start the next lap with.
     """
 
     lap_time_s: float
     end_speed_ms: float
+    fuel_end_kg: float
 
 
 def _smooth_circular(x: np.ndarray, width: int) -> np.ndarray:
@@ -355,7 +356,7 @@ def simulate_lap(
     v_cap = None
     start_index = None
     if pit_exit:
-        v_cap = np.where((track.s >= start_m) & (track.s < track.pit_lane.exit_m), track.pit_lane.speed_limit_ms,
+        v_cap = np.where((track.s >= start_m) & (track.s <= track.pit_lane.exit_m), track.pit_lane.speed_limit_ms,
                          np.inf)
         start_speed_ms = track.pit_lane.speed_limit_ms if start_speed_ms is None else start_speed_ms
     if start_speed_ms is not None or start_m != 0.0:
@@ -402,6 +403,7 @@ def simulate_lap(
     )
     out.lap_time_s = lap_time
     out.end_speed_ms = float(v_grid[-1])
+    out.fuel_end_kg = float(fuel_start_kg - fuel_used[-1])
     return out
 
 
@@ -430,8 +432,8 @@ def realism_figures(laps: int = 10, seed: int = 0) -> dict[str, float]:
         lat.append(np.abs(lap["g_lat"]).max())
         brk.append(-lap["g_long"].min())
         ft.append(np.mean(lap["throttle"] >= 0.98))
-        burn.append(fuel - lap["fuel_kg"][-1])
-        fuel = float(lap["fuel_kg"][-1])
+        burn.append(fuel - lap.fuel_end_kg)
+        fuel = lap.fuel_end_kg
         speed = lap.end_speed_ms
     return {
         "lap_time_s": float(np.mean(times)),
