@@ -204,6 +204,10 @@ def test_out_lap_respects_the_pit_limit_then_accelerates(track, params):
     assert lap["speed_kph"].max() > 300
     flying = simulate_lap(track, params, fuel_start_kg=40.0, rng=np.random.default_rng(3), noise=DriverNoise.none())
     assert lap.lap_time_s > flying.lap_time_s + 1.0
+    # The pit-lane cap is behind the car at the end of the lap: it crosses the line at flying speed, no phantom
+    # braking for the next lap's pit lane.
+    assert lap.end_speed_ms == pytest.approx(flying.end_speed_ms, rel=0.01)
+    assert -lap["g_long"].min() <= 6.0
 
 
 def test_gear_and_rpm_within_limits(stint, params):

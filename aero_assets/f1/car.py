@@ -77,6 +77,7 @@ class Profile:
     fuel_rate_kg_per_s: np.ndarray
     lap_time_s: float
     v_limit_ms: np.ndarray  # corner-limit speed (friction circle fully lateral), for diagnostics
+    v_end_ms: float  # speed at the line at the end of the lap (= v_ms[0] for a periodic lap)
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,9 @@ def speed_profile(
     order_closed = np.append(order, order[0])
     kap_l = kap_abs[order_closed].tolist()
     grip_l = grip[order_closed].tolist()
-    vf = np.asarray(_forward(v_cap[order_closed].tolist(), kap_l, grip_l,
+    # One lap round from i0 and back to it; the closing point sees no extra cap (the pit lane is behind us).
+    cap_l = [*v_cap[order].tolist(), float(v_lim[i0])]
+    vf = np.asarray(_forward(cap_l, kap_l, grip_l,
                              (_as_grid(traction_scale, n) * params.traction_share)[order_closed].tolist(),
                              v0, params, mass, power))
     # Backward pass is always periodic from the slowest point.
@@ -267,16 +270,24 @@ def speed_profile(
     v_b = np.empty(n)
     v_b[order_b[:-1]] = vb[:-1]
     v = np.minimum(v_f, v_b)
+    # Speed at s = length (the line, end of this lap). Periodic: the lap's own start. Started at i0 > 0: the
+    # rotated pass crossed the line and index 0 holds it. Started at 0: the pass's closing point.
+    v_end = float(v[0])
     if not periodic:
+        if i0 == 0:
+            v_end = float(min(vf[-1], v_b[0]))
         v[i0] = min(v0, v_b[i0])
-    return _channels(track, params, mass, power, v, v_lim)
+    return _channels(track, params, mass, power, v, v_end, v_lim, i0 if not periodic else 0)
 
 
-def _channels(track: Track, params: CarParams, mass: float, power: float, v: np.ndarray,
-              v_lim: np.ndarray) -> Profile:
-    """Acceleration, pedals, gear, rpm and fuel flow from the speed on the grid (all vectorised)."""
+def _channels(track: Track, params: CarParams, mass: float, power: float, v: np.ndarray, v_end: float,
+              v_lim: np.ndarray, i0: int) -> Profile:
+    """Acceleration, pedals, gear, rpm and fuel flow from the speed on the grid (all vectorised).
+
+    ``v_end`` is the speed at the line after the last grid point; the lap time counts from index ``i0``.
+    """
     ds = 1.0
-    v_next = np.roll(v, -1)
+    v_next = np.append(v[1:], v_end)
     a_long = (v_next**2 - v**2) / (2 * ds)
     v2 = v * v
     resist = _resistance(params, mass, v2)
@@ -291,7 +302,8 @@ def _channels(track: Track, params: CarParams, mass: float, power: float, v: np.
     dt = 2 * ds / (v + v_next)
     return Profile(
         v_ms=v, a_long_ms2=a_long, a_lat_ms2=v2 * track.curvature, throttle=throttle, brake=brake,
-        gear=gear, rpm=rpm, fuel_rate_kg_per_s=fuel_rate, lap_time_s=float(dt.sum()), v_limit_ms=v_lim,
+        gear=gear, rpm=rpm, fuel_rate_kg_per_s=fuel_rate, lap_time_s=float(dt[i0:].sum()), v_limit_ms=v_lim,
+        v_end_ms=v_end,
     )
 
 
@@ -369,23 +381,24 @@ def simulate_lap(
 
     i0 = 0 if start_index is None else start_index
     s_grid = np.append(track.s[i0:], track.length_m)
-    v_grid = np.append(prof.v_ms[i0:], prof.v_ms[0])
+    v_grid = np.append(prof.v_ms[i0:], prof.v_end_ms)
+    # Channel value at the line: index 0 holds it, except when the lap itself started at index 0 (held last).
+    tail = n - 1 if start_index == 0 else 0
     t_grid = np.concatenate([[0.0], np.cumsum(2.0 * np.diff(s_grid) / (v_grid[:-1] + v_grid[1:]))])
     lap_time = float(t_grid[-1])
     t = np.arange(0.0, lap_time, dt)
     t = t[t < lap_time]
 
     def on_time(ch: np.ndarray) -> np.ndarray:
-        return np.interp(t, t_grid, np.append(ch[i0:], ch[0]))
+        return np.interp(t, t_grid, np.append(ch[i0:], ch[tail]))
 
     dist = np.interp(t, t_grid, s_grid)
     v = np.interp(t, t_grid, v_grid)
     x, y = track.xy(dist)
     gear, rpm = _gear_rpm(v, params)
     gear = np.where(v > 0.0, gear, 0).astype(np.int8)
-    fuel_used = np.concatenate([[0.0], np.cumsum(0.5 * (prof.fuel_rate_kg_per_s[np.r_[i0:n, 0]][:-1]
-                                                          + prof.fuel_rate_kg_per_s[np.r_[i0:n, 0]][1:])
-                                                         * np.diff(t_grid))])
+    rate = prof.fuel_rate_kg_per_s[np.r_[i0:n, tail]]
+    fuel_used = np.concatenate([[0.0], np.cumsum(0.5 * (rate[:-1] + rate[1:]) * np.diff(t_grid))])
     m = len(t)
     out = LapSamples(
         t_s=t,
@@ -402,7 +415,7 @@ def simulate_lap(
         fuel_kg=fuel_start_kg - np.interp(t, t_grid, fuel_used),
     )
     out.lap_time_s = lap_time
-    out.end_speed_ms = float(v_grid[-1])
+    out.end_speed_ms = prof.v_end_ms
     out.fuel_end_kg = float(fuel_start_kg - fuel_used[-1])
     return out
 
