@@ -115,6 +115,7 @@ def test_pit_straight_and_pit_lane_wrap_over_the_line(track):
     assert a > b  # wraps
     assert track.pit_lane.entry_m > track.sectors_m[1] and track.pit_lane.exit_m < track.sectors_m[0]
     assert track.pit_lane.speed_limit_kph == 80.0
+    assert track.in_pit_lane(np.array([5700.0, 0.0, 349.0, 351.0, 3000.0])).tolist() == [True, True, True, False, False]
 
 
 # --- car: profile and realism ----------------------------------------------------------------------

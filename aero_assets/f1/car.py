@@ -10,7 +10,7 @@ Physics assumptions (the classic lap-time-simulation "QSS" model):
 * drive force is power-limited, ``F = eta P / v`` (ICE + ERS as one constant power), minus drag and
   rolling resistance; top speed is where that balance is zero or the rev limiter in 8th;
 * the speed profile is the minimum of the corner-limit speed, a forward (acceleration) pass and a
-  backward (braking) pass, both sequential loops over the ~5,900-point grid (the only loops here);
+  backward (braking) pass, both sequential loops over the ~5,900-point grid (the only per-sample loops);
 * fuel flow is proportional to the power used (the 100 kg/h regulation limit at full throttle).
 
 Everything per lap beyond that loop (time base, channels, noise) is vectorised NumPy.
