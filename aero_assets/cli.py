@@ -26,6 +26,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from aero_assets.stack import simulate_windtunnel
 
     settings = load_settings()
+    if args.domain == "f1":
+        from aero_assets.simulators.f1_publish import simulate_f1
+        from aero_assets.stack import stop_event
+
+        summary = simulate_f1(settings, laps=args.laps, session_id=args.session, realtime=args.realtime,
+                              seed=args.seed, samples_per_message=args.samples_per_message,
+                              out_lap=not args.no_out_lap, stop=stop_event())
+        print(json.dumps(summary))
+        return 0
     if args.domain == "tires":
         from aero_assets.simulators.tires_publish import simulate_tires
         from aero_assets.stack import stop_event
@@ -126,6 +135,15 @@ def _safe_id(raw: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _session_id(raw: str) -> str:
+    from aero_assets.ids import InvalidIdentifier, validate_id
+
+    try:
+        return validate_id(raw, "session id")
+    except InvalidIdentifier as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aero", description="Aero telemetry data platform")
     sub = p.add_subparsers(dest="command", required=True)
@@ -157,6 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--fast", action="store_true", help="publish the last --duration seconds as fast as possible "
                                                         "instead of in real time")
     t.set_defaults(fn=cmd_simulate)
+
+    f = ssub.add_parser("f1", help="an F1 session at Silverstone: 100 Hz telemetry on f1.telemetry, events on "
+                                   "f1.sessions")
+    f.add_argument("--laps", type=_positive_int, default=5, help="flying laps after the out-lap")
+    f.add_argument("--session", default=None, type=_session_id, help="session id (default: silverstone-<time>)")
+    pace = f.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", action="store_true", help="pace at wall-clock speed (the demo, aero watch f1)")
+    pace.add_argument("--fast", action="store_true", help="as fast as possible (the default), timestamps ending now")
+    f.add_argument("--seed", type=int, default=None)
+    f.add_argument("--samples-per-message", type=_positive_int, default=10,
+                   help="samples per Kafka message (1 = one JSON object per sample, as the seed's car sent)")
+    f.add_argument("--no-out-lap", action="store_true", help="start on a flying lap instead of leaving the pits")
+    f.set_defaults(fn=cmd_simulate)
 
     st = sub.add_parser("stream", help="long-running stream services (own consumer group; Ctrl-C stops)")
     st.add_argument("name", choices=["tires-alerts"], help="tires-alerts: alert episodes on tires.alerts within a "
