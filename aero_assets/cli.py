@@ -71,6 +71,19 @@ def cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    from aero_assets.f1.pitwall import run_watch
+    from aero_assets.stack import stop_event
+    from resources.kafka import KafkaResource
+
+    settings = load_settings()
+    stats = run_watch(KafkaResource.from_settings(settings.kafka), settings.topics.f1_telemetry,
+                      settings.topics.f1_analytics, session=args.session, duration_s=args.duration,
+                      refresh_hz=args.refresh, plain=args.plain, stop=stop_event())
+    print(json.dumps(stats))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from aero_assets.stack import run_demo
 
@@ -193,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("name", choices=["tires-alerts"], help="tires-alerts: alert episodes on tires.alerts within a "
                                                           "second of the reading")
     st.set_defaults(fn=cmd_stream)
+
+    wa = sub.add_parser("watch", help="live views in the terminal (own consumer group, commits nothing)")
+    wa.add_argument("what", choices=["f1"], help="f1: the pit wall - speed, gear, pedals, g, sector, delta to best")
+    wa.add_argument("--session", default=None, type=_session_id, help="follow this session (default: the newest)")
+    wa.add_argument("--duration", type=_positive_float, default=None, help="stop after S seconds (default: Ctrl-C)")
+    wa.add_argument("--refresh", type=_positive_float, default=12.0, help="screen refreshes per second")
+    wa.add_argument("--plain", action="store_true", help="print a text line per refresh instead of a live panel")
+    wa.set_defaults(fn=cmd_watch)
 
     d = sub.add_parser("demo", help="broker + simulator + Dagster UI on 127.0.0.1 (Ctrl-C stops all)")
     d.add_argument("--port", type=int, default=3000, help="Dagster UI port")
