@@ -112,6 +112,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         figures = bench_tires(readings=args.readings, input_path=Path(args.input) if args.input else None,
                               latency_seconds=args.latency_seconds)
+    elif args.name == "f1":
+        from pathlib import Path
+
+        from aero_assets.bench.f1 import bench_f1
+
+        figures = bench_f1(laps=args.laps, input_path=Path(args.input) if args.input else None,
+                           sim_laps=args.sim_laps)
     else:  # argparse restricts choices; later issues add benchmarks here
         raise SystemExit(f"unknown benchmark {args.name}")
     print(json.dumps(figures))
@@ -228,17 +235,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_demo)
 
     be = sub.add_parser("bench", help="measure Aero against its baseline; last line is JSON")
-    be.add_argument("name", choices=["ingest", "qc", "windtunnel", "tires"])
+    be.add_argument("name", choices=["ingest", "qc", "windtunnel", "tires", "f1"])
     be.add_argument("--samples", type=int, default=5_000_000, help="ingest: samples landed by Aero")
     be.add_argument("--baseline-samples", type=int, default=200_000, help="ingest: samples landed by the baseline")
     be.add_argument("--runs", type=int, default=40, help="qc: simulated runs scored")
     be.add_argument("--duration", type=float, default=None, help="qc: s per run (10); windtunnel: run s (60)")
     be.add_argument("--readings", type=int, default=10_000_000, help="tires: readings in the window benchmark")
     be.add_argument("--input", default=None,
-                    help="tires: Parquet file (vehicle_id, tire, ts, pressure_kpa, temperature_c) instead of a "
-                         "generated one")
+                    help="tires: Parquet file (vehicle_id, tire, ts, pressure_kpa, temperature_c); f1: Parquet file "
+                         "with the f1.telemetry columns; instead of a generated one")
     be.add_argument("--latency-seconds", type=float, default=30.0,
                     help="tires: seconds of paced live traffic (0: skip)")
+    be.add_argument("--laps", type=_positive_int, default=5000, help="f1: laps in the summary benchmark's file")
+    be.add_argument("--sim-laps", type=_positive_int, default=20, help="f1: laps the simulator publishes (fast)")
     be.set_defaults(fn=cmd_bench)
     return p
 

@@ -142,92 +142,167 @@ def summarise_laps(t: Telemetry, track_length_m: float, sectors_m: tuple[float, 
         t, rep = put_in_order(t)
     else:
         rep = OrderReport(rows_in=len(t))
-    n = len(t)
-    if n == 0:
+    if len(t) == 0:
         return empty_summaries(), rep
-    L = float(track_length_m)
-    tol = LINE_TOLERANCE * L
-    sess, lap = t.session, t.lap
+    parts = lap_partials(t, sectors_m)
+    return finish_laps(merge_partials([parts]), t.sessions, track_length_m, sectors_m, finished_sessions, rep), rep
+
+
+def lap_partials(t: Telemetry, sectors_m: tuple[float, float]) -> dict[str, np.ndarray]:
+    """Per run of rows with one (session, lap): the sums, extremes, first and last values of the run.
+
+    Partials of consecutive chunks of an ordered stream merge into laps (`merge_partials`), so a big
+    file is summarised row group by row group, in parallel, without holding it all; what happens
+    between the last row of one chunk and the first of the next is added back at the merge.
+    """
+    n = len(t)
+    sess, lap, ts, dist, speed, gear = t.session, t.lap, t.ts, t.distance_m, t.speed_kph, t.gear
     change = (sess[1:] != sess[:-1]) | (lap[1:] != lap[:-1])
     starts = np.concatenate(([0], np.flatnonzero(change) + 1))
-    ends = np.concatenate((starts[1:], [n]))
-    last = ends - 1
-    cnt = ends - starts
-    ts, dist = t.ts, t.distance_m
-    v_ms = lambda i: np.maximum(t.speed_kph[i].astype(np.float64) / 3.6, 1.0)  # noqa: E731
+    last = np.concatenate((starts[1:], [n])) - 1
 
-    d_first, d_last = dist[starts].astype(np.float64), dist[last].astype(np.float64)
-    t_first, t_last = ts[starts], ts[last]
-    at_start = d_first <= tol
-    reaches_line = (L - d_last) <= tol
-    t_start = np.where(at_start, t_first - d_first / v_ms(starts) * 1e9, t_first.astype(np.float64))
-    t_end = np.where(reaches_line, t_last + (L - d_last) / v_ms(last) * 1e9, np.nan)
+    def inside(x: np.ndarray, out_dtype, op) -> np.ndarray:
+        """op(x[i], x[i-1]) inside a run, 0 on a run's first row."""
+        out = np.empty(n, dtype=out_dtype)
+        op(x[1:], x[:-1], out=out[1:])
+        out[starts] = 0
+        return out
 
-    run_sess = sess[starts]
-    run_lap = lap[starts].astype(np.int64)
-    has_next = np.concatenate((run_sess[1:] == run_sess[:-1], [False]))
-    finished_codes = np.array([i for i, s in enumerate(t.sessions) if s in finished_sessions], dtype=np.int64)
-    finished = np.isin(run_sess, finished_codes)
-    complete = has_next | (finished & reaches_line)
-
-    def per_lap(ufunc, values, dtype=None):
+    def red(ufunc, values, dtype=None):
         return ufunc.reduceat(values, starts, dtype=dtype) if dtype else ufunc.reduceat(values, starts)
 
-    # within-lap differences: the first row of a lap differs from the previous lap's last, not itself
-    dts = np.empty(n, dtype=np.int64)
-    dts[0] = 0
-    np.subtract(ts[1:], ts[:-1], out=dts[1:])
-    dts[starts] = 0
-    max_gap_ms = per_lap(np.maximum, dts) / 1e6
-    speed = t.speed_kph
+    dts = inside(ts, np.int64, np.subtract)
     seg = np.empty(n, dtype=np.float64)  # trapezoid of speed over time: the distance the speed sensor saw
+    np.add(speed[1:], speed[:-1], out=seg[1:], dtype=np.float64)
     seg[0] = 0.0
-    seg[1:] = (speed[1:].astype(np.float64) + speed[:-1]) * (dts[1:] / 7.2e9)
-    seg[starts] = 0.0
-    distance = per_lap(np.add, seg) + np.where(at_start, d_first, 0.0) + np.where(reaches_line, L - d_last, 0.0)
-    dd = np.empty(n, dtype=bool)
-    dd[0] = False
+    seg *= dts  # 0 on each run's first row
+    dd = np.empty(n, dtype=bool)  # distance going back by more than a metre inside a lap
     np.less(dist[1:], dist[:-1] - 1.0, out=dd[1:])
     dd[starts] = False
-    not_monotonic = per_lap(np.add, dd, np.int64) > 0
-    gear = t.gear
-    gc = np.empty(n, dtype=bool)
-    gc[0] = False
-    np.not_equal(gear[1:], gear[:-1], out=gc[1:])
-    gc[starts] = False
+    part = {
+        "session": sess[starts], "lap": lap[starts].astype(np.int64), "samples": np.diff(np.append(starts, n)),
+        "sum_speed": red(np.add, speed, np.float64), "max_speed": red(np.maximum, speed),
+        "sum_throttle": red(np.add, t.throttle, np.float64),
+        "n_full": red(np.add, t.throttle >= FULL_THROTTLE, np.int64),
+        "n_brake": red(np.add, t.brake > BRAKING, np.int64), "sum_seg": red(np.add, seg) / 7.2e9,
+        "n_gc": red(np.add, inside(gear, bool, np.not_equal), np.int64), "n_dd": red(np.add, dd, np.int64),
+        "max_gap": red(np.maximum, dts), "max_lat": red(np.maximum, np.abs(t.g_lat)),
+        "max_long": red(np.maximum, t.g_long), "min_long": red(np.minimum, t.g_long),
+    }
+    for end, idx in (("first", starts), ("last", last)):
+        part[f"{end}_ts"] = ts[idx]
+        part[f"{end}_d"] = dist[idx].astype(np.float64)
+        part[f"{end}_v"] = speed[idx].astype(np.float64)
+        part[f"{end}_fuel"] = t.fuel_kg[idx].astype(np.float64)
+        part[f"{end}_gear"] = gear[idx]
+    cnt = part["samples"]
+    for k, b in enumerate(sectors_m):
+        before = red(np.add, dist < b, np.int64)
+        idx = np.minimum(starts + before, last)  # first row at or past the boundary (distance rises in a lap)
+        part[f"before{k}"] = before
+        part[f"cross{k}"] = np.where(before < cnt, ts[idx] - (dist[idx].astype(np.float64) - b)
+                                     / np.maximum(speed[idx].astype(np.float64) / 3.6, 1.0) * 1e9, np.nan)
+    return part
 
-    # sectors: rows before each boundary, then the crossing interpolated from the first row past it
-    crossings = []
-    for b in sectors_m:
-        before = per_lap(np.add, dist < b, np.int64)
-        idx = np.minimum(starts + before, last)
-        ok = (d_first < b) & (before < cnt)
-        crossings.append(np.where(ok, ts[idx] - (dist[idx].astype(np.float64) - b) / v_ms(idx) * 1e9, np.nan))
-    c1, c2 = crossings
+
+def in_order_inside(t: Telemetry) -> bool:
+    """Rows strictly in time and laps non-decreasing within each session (the fast path's premise)."""
+    same = t.session[1:] == t.session[:-1]
+    return not ((same & (t.ts[1:] <= t.ts[:-1])).any() or (same & (t.lap[1:] < t.lap[:-1])).any())
+
+
+_SUM = ("samples", "sum_speed", "sum_throttle", "n_full", "n_brake", "sum_seg", "n_gc", "n_dd", "before0", "before1")
+_MAX = ("max_speed", "max_gap", "max_lat", "max_long")
+_FIRST = ("session", "lap", "first_ts", "first_d", "first_v", "first_fuel", "first_gear")
+_LAST = ("last_ts", "last_d", "last_v", "last_fuel", "last_gear")
+
+
+def merge_partials(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Partials of consecutive chunks -> one row per lap (adjacent rows with the same session and lap)."""
+    p = {k: np.concatenate([x[k] for x in parts]) for k in parts[0]}
+    m = len(p["session"])
+    if m == 0:
+        return p
+    change = (p["session"][1:] != p["session"][:-1]) | (p["lap"][1:] != p["lap"][:-1])
+    g = np.concatenate(([0], np.flatnonzero(change) + 1))
+    if len(g) == m:
+        return p
+    # where a lap continues from one partial into the next: the step between them, as inside a partial
+    joined = np.concatenate(([False], ~change))
+    dt = np.where(joined, p["first_ts"] - np.roll(p["last_ts"], 1), 0)
+    p["sum_seg"] = p["sum_seg"] + np.where(joined, (p["first_v"] + np.roll(p["last_v"], 1)) * dt / 7.2e9, 0.0)
+    p["max_gap"] = np.maximum(p["max_gap"], dt)
+    p["n_gc"] = p["n_gc"] + (joined & (p["first_gear"] != np.roll(p["last_gear"], 1)))
+    p["n_dd"] = p["n_dd"] + (joined & (p["first_d"] < np.roll(p["last_d"], 1) - 1.0))
+    glast = np.concatenate((g[1:], [m])) - 1
+    out = {k: np.add.reduceat(p[k], g) for k in _SUM}
+    out.update({k: np.maximum.reduceat(p[k], g) for k in _MAX})
+    out["min_long"] = np.minimum.reduceat(p["min_long"], g)
+    out.update({k: p[k][g] for k in _FIRST})
+    out.update({k: p[k][glast] for k in _LAST})
+    for k in (0, 1):  # the crossing is in the first partial of the lap that has rows past the boundary
+        has = np.where(p[f"before{k}"] < p["samples"], np.arange(m), m)
+        first = np.minimum.reduceat(has, g)
+        out[f"cross{k}"] = np.where(first < m, p[f"cross{k}"][np.minimum(first, m - 1)], np.nan)
+    return out
+
+
+def partials_in_order(p: dict[str, np.ndarray]) -> bool:
+    """Merged laps: each session in one block, laps rising, time rising from one lap to the next."""
+    sess = p["session"]
+    if not len(sess):
+        return True
+    same = sess[1:] == sess[:-1]
+    runs = np.concatenate(([0], np.flatnonzero(~same) + 1))
+    return (len(np.unique(sess[runs])) == len(runs) and not (same & (p["lap"][1:] <= p["lap"][:-1])).any()
+            and not (same & (p["first_ts"][1:] <= p["last_ts"][:-1])).any())
+
+
+def finish_laps(p: dict[str, np.ndarray], sessions: list[str], track_length_m: float,
+                sectors_m: tuple[float, float], finished_sessions: set[str] | frozenset[str],
+                rep: OrderReport) -> pa.Table:
+    """Merged per-lap aggregates -> the summary table (times from interpolated crossings, flags)."""
+    L = float(track_length_m)
+    tol = LINE_TOLERANCE * L
+    cnt = p["samples"]
+    v_first, v_last = np.maximum(p["first_v"] / 3.6, 1.0), np.maximum(p["last_v"] / 3.6, 1.0)
+    d_first, d_last = p["first_d"], p["last_d"]
+    t_first, t_last = p["first_ts"], p["last_ts"]
+    at_start = d_first <= tol
+    reaches_line = (L - d_last) <= tol
+    t_start = np.where(at_start, t_first - d_first / v_first * 1e9, t_first.astype(np.float64))
+    t_end = np.where(reaches_line, t_last + (L - d_last) / v_last * 1e9, np.nan)
+    run_sess, run_lap = p["session"], p["lap"]
+    has_next = np.concatenate((run_sess[1:] == run_sess[:-1], [False]))
+    finished_codes = np.array([i for i, s in enumerate(sessions) if s in finished_sessions], dtype=np.int64)
+    complete = has_next | (np.isin(run_sess, finished_codes) & reaches_line)
+    max_gap_ms = p["max_gap"] / 1e6
+    distance = p["sum_seg"] + np.where(at_start, d_first, 0.0) + np.where(reaches_line, L - d_last, 0.0)
+    c1 = np.where(d_first < sectors_m[0], p["cross0"], np.nan)  # a lap that began past a boundary never crossed it
+    c2 = np.where(d_first < sectors_m[1], p["cross1"], np.nan)
     sector1 = np.where(at_start, c1 - t_start, np.nan)
     lap_time = (t_end - t_start) / 1e9
     span_s = np.maximum((t_last - t_first) / 1e9, 1e-9)
-    fuel_used = (t.fuel_kg[starts].astype(np.float64) - t.fuel_kg[last]) * np.where(
-        np.isfinite(lap_time), lap_time / span_s, 1.0)
+    fuel_used = (p["first_fuel"] - p["last_fuel"]) * np.where(np.isfinite(lap_time), lap_time / span_s, 1.0)
 
     prev_lap = np.concatenate(([-1], run_lap[:-1]))
     prev_same = np.concatenate(([False], run_sess[1:] == run_sess[:-1]))
     seen_back = {(s, lp) for s, lp in rep.extra.get("laps_seen_out_of_order", [])}
     back = (np.array([(int(s), int(lp)) in seen_back for s, lp in zip(run_sess, run_lap, strict=True)], dtype=bool)
-            if seen_back else np.zeros(len(starts), dtype=bool))
+            if seen_back else np.zeros(len(run_sess), dtype=bool))
     flags = {
         "out_lap": ~at_start | (run_lap == 0),
         "has_gap": max_gap_ms > GAP_NS / 1e6,
         "lap_counter_jump": prev_same & (run_lap > prev_lap + 1),
         "lap_counter_back": back,
-        "distance_not_monotonic": not_monotonic,
+        "distance_not_monotonic": p["n_dd"] > 0,
         "short_of_line": ~reaches_line,
     }
-    flag_text = np.full(len(starts), "", dtype=object)
+    flag_text = np.full(len(run_sess), "", dtype=object)
     for name, mask in flags.items():
         flag_text[mask] = flag_text[mask] + (name + " ")
-    names = np.array(t.sessions, dtype=object)
-    out = pa.table({
+    names = np.array(sessions, dtype=object)
+    return pa.table({
         "session_id": pa.array(names[run_sess] if len(names) else [], pa.string()),
         "lap": pa.array(run_lap, pa.int32()),
         "lap_start": pa.array(np.nan_to_num(t_start, nan=0).astype(np.int64)).cast(TS_TYPE),
@@ -237,22 +312,21 @@ def summarise_laps(t: Telemetry, track_length_m: float, sectors_m: tuple[float, 
         "sector3_s": _f((t_end - c2) / 1e9),
         "samples": pa.array(cnt, pa.int64()),
         "distance_m": _f(distance),
-        "avg_speed_kph": _f(per_lap(np.add, speed, np.float64) / cnt),
-        "max_speed_kph": _f(per_lap(np.maximum, speed)),
-        "throttle_pct": _f(per_lap(np.add, t.throttle, np.float64) / cnt * 100),
-        "full_throttle_pct": _f(per_lap(np.add, t.throttle >= FULL_THROTTLE, np.int64) / cnt * 100),
-        "brake_pct": _f(per_lap(np.add, t.brake > BRAKING, np.int64) / cnt * 100),
+        "avg_speed_kph": _f(p["sum_speed"] / cnt),
+        "max_speed_kph": _f(p["max_speed"]),
+        "throttle_pct": _f(p["sum_throttle"] / cnt * 100),
+        "full_throttle_pct": _f(p["n_full"] / cnt * 100),
+        "brake_pct": _f(p["n_brake"] / cnt * 100),
         "fuel_used_kg": _f(fuel_used),
-        "peak_lat_g": _f(per_lap(np.maximum, np.abs(t.g_lat))),
-        "peak_long_accel_g": _f(per_lap(np.maximum, t.g_long)),
-        "peak_braking_g": _f(-per_lap(np.minimum, t.g_long)),
-        "gear_changes": pa.array(per_lap(np.add, gc, np.int64), pa.int64()),
+        "peak_lat_g": _f(p["max_lat"]),
+        "peak_long_accel_g": _f(p["max_long"]),
+        "peak_braking_g": _f(-p["min_long"]),
+        "gear_changes": pa.array(p["n_gc"], pa.int64()),
         "max_gap_ms": _f(max_gap_ms),
         "complete": pa.array(complete),
         **{name: pa.array(mask) for name, mask in flags.items()},
-        "flags": pa.array([s.strip() for s in flag_text], pa.string()),
+        "flags": pa.array([x.strip() for x in flag_text], pa.string()),
     })
-    return out, rep
 
 
 def _f(values) -> pa.Array:
@@ -264,3 +338,52 @@ def empty_summaries() -> pa.Table:
                   *(np.zeros(1, np.float32) for _ in range(3)), np.zeros(1, np.float32), np.zeros(1, np.int8),
                   *(np.zeros(1, np.float32) for _ in range(3)))
     return summarise_laps(t, 1.0, (0.3, 0.6), ordered=True)[0].slice(0, 0)
+
+
+def summarise_parquet(path, track_length_m: float, sectors_m: tuple[float, float],
+                      finished_sessions: set[str] | frozenset[str] = frozenset(),
+                      threads: int = 2) -> tuple[pa.Table, OrderReport]:
+    """Summaries of a Parquet file of telemetry, row group by row group on `threads` threads.
+
+    Parquet decoding and NumPy reductions release the GIL, so two row groups are decoded and reduced
+    at once, and no more than a row group per thread is in memory. The streamed result is the
+    whole-table result whenever the file is in order; if any row group or boundary is not (late,
+    duplicated or renumbered rows), the file is read whole and repaired by `summarise_laps` instead.
+    """
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow.parquet as pq
+
+    local = threading.local()
+    columns = list(Telemetry.COLUMNS)
+
+    def one(i: int):
+        f = getattr(local, "file", None)
+        if f is None:
+            f = local.file = pq.ParquetFile(path, read_dictionary=["session_id"])
+        t = Telemetry.from_table(f.read_row_group(i, columns=columns))
+        return t.sessions, lap_partials(t, sectors_m), in_order_inside(t), len(t)
+
+    meta = pq.ParquetFile(path).metadata
+    groups = [i for i in range(meta.num_row_groups) if meta.row_group(i).num_rows]
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        results = list(pool.map(one, groups))
+    names: dict[str, int] = {}
+    parts, ordered, rows = [], True, 0
+    for sessions, part, ok, n in results:
+        remap = np.array([names.setdefault(s, len(names)) for s in sessions], dtype=np.int64)
+        part["session"] = remap[part["session"]]
+        parts.append(part)
+        ordered &= ok
+        rows += n
+    if not parts:
+        return empty_summaries(), OrderReport()
+    merged = merge_partials(parts)
+    if not (ordered and partials_in_order(merged)):
+        table = pq.read_table(path, columns=columns, read_dictionary=["session_id"])
+        return summarise_laps(Telemetry.from_table(table), track_length_m, sectors_m, finished_sessions)
+    rep = OrderReport(rows_in=rows, sorted_by="as stored (streamed by row group)")
+    rep.lap_counter_jumps = int(((merged["session"][1:] == merged["session"][:-1])
+                                 & (merged["lap"][1:] > merged["lap"][:-1] + 1)).sum())
+    return finish_laps(merged, list(names), track_length_m, sectors_m, finished_sessions, rep), rep
