@@ -89,7 +89,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     return run_demo(load_settings(), ui_port=args.port, runs=args.runs, duration_s=args.duration,
                     interval_s=args.interval, fault_rate=args.fault_rate, reuse_broker=args.reuse_broker,
-                    vehicles=args.vehicles)
+                    vehicles=args.vehicles, f1_laps=args.f1_laps)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -232,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use a broker already serving AERO_KAFKA_BOOTSTRAP's port (its topics may hold earlier "
                         "data); without it the demo refuses to start on one it did not start")
     d.add_argument("--vehicles", type=int, default=20, help="tire fleet size (0: no tire fleet)")
+    d.add_argument("--f1-laps", type=int, default=10, help="flying laps per F1 session at real time (0: no car)")
     d.set_defaults(fn=cmd_demo)
 
     be = sub.add_parser("bench", help="measure Aero against its baseline; last line is JSON")

@@ -193,8 +193,28 @@ def start_tire_fleet(settings: Settings, kafka: KafkaResource, env: dict, vehicl
     return live, thread
 
 
+def start_f1_sessions(settings: Settings, kafka: KafkaResource, laps: int, stop: threading.Event) -> threading.Thread:
+    """The F1 side of the demo: sessions of `laps` flying laps at real time, one after another, until stopped."""
+    from aero_assets.simulators.f1_publish import simulate_f1
+
+    def sessions() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                simulate_f1(settings, laps=laps, session_id=f"silverstone-{datetime.now(UTC):%Y%m%d-%H%M}-{n}",
+                            realtime=True, kafka=kafka, progress=False, stop=stop)
+            except Exception as exc:  # the other domains go on; say why the car stopped
+                print(f"aero demo: the F1 simulator stopped: {exc}", file=sys.stderr, flush=True)
+                return
+
+    thread = threading.Thread(target=sessions, name="f1-sessions", daemon=True)
+    thread.start()
+    return thread
+
+
 def run_demo(settings: Settings, *, ui_port: int, runs: int, duration_s: float, interval_s: float,
-             fault_rate: float, reuse_broker: bool = False, vehicles: int = 20) -> int:
+             fault_rate: float, reuse_broker: bool = False, vehicles: int = 20, f1_laps: int = 10) -> int:
     stop = stop_event()
     if port_is_open("127.0.0.1", ui_port):
         print(f"aero demo: port {ui_port} is already in use (a Dagster UI left from an earlier demo?). "
@@ -237,6 +257,12 @@ def run_demo(settings: Settings, *, ui_port: int, runs: int, duration_s: float, 
                   f"`aero stream tires-alerts` publishes alert episodes to {settings.topics.tires_alerts} (log: "
                   f"{settings.home / 'tires-alerts.log'}); windows and alerts of the current hour refresh by "
                   "themselves (Catalog > tires).", flush=True)
+        if f1_laps:
+            start_f1_sessions(settings, kafka, f1_laps, stop)
+            print(f"aero demo: an F1 car laps Silverstone in real time on {settings.topics.f1_telemetry} (sessions of "
+                  f"an out-lap and {f1_laps} laps); each completed lap is summarised (Catalog > f1) and published "
+                  f"once to {settings.topics.f1_analytics}. Watch it live: `.venv/bin/aero watch f1` in another "
+                  "terminal.", flush=True)
         next_at = time.monotonic()
         batch = runs
         session = f"wt-{datetime.now(UTC):%Y%m%d-%H%M%S}"
