@@ -111,3 +111,43 @@ def test_the_daemon_lands_tire_readings_and_refreshes_the_current_hour_by_itself
     alerts = [pq.read_table(p) for p in (home / "lake" / "tires" / "alerts").glob("hour=*/data.parquet")]
     assert sorted(t for a in alerts for t in a["alert_type"].to_pylist()) == \
         ["high_temperature", "low_pressure", "rapid_pressure_loss"]
+
+
+def test_the_daemon_summarises_and_publishes_every_lap_of_an_f1_session_by_itself(tmp_path, broker, kafka):
+    from aero_assets.f1.assets import COUNT_CHECK as F1_COUNT_CHECK
+    from aero_assets.f1.assets import analytics_counts
+    from aero_assets.keys import F1_LAP_SUMMARIES, F1_PUBLISHED_LAPS
+
+    home = tmp_path / "aero"
+    dagster_home = home / "dagster"
+    dagster_home.mkdir(parents=True)
+    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    env = {**os.environ, "AERO_HOME": str(home), "AERO_KAFKA_BOOTSTRAP": broker.bootstrap,
+           "DAGSTER_HOME": str(dagster_home)}
+    sim = subprocess.run([str(BIN / "aero"), "simulate", "f1", "--laps", "2", "--session", "e2e-f1", "--seed", "2"],
+                         env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert sim.returncode == 0, sim.stderr
+    assert "simulate f1" in sim.stderr, "a progress bar is shown on stderr"
+    laps = json.loads(sim.stdout.strip().splitlines()[-1])["laps"]
+    assert list(laps) == ["0", "1", "2"]
+
+    log = (tmp_path / "daemon.log").open("wb")
+    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+                              env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            def published():
+                recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=F1_PUBLISHED_LAPS),
+                                                       limit=5).records
+                return [r for r in recs if r.partition_key == "e2e-f1"
+                        and r.asset_materialization.metadata["laps_on_topic"].value == 3]
+
+            [rec] = wait_for(published, timeout=180, interval=1.0, what="the daemon to summarise and publish")
+            run = instance.get_run_by_id(rec.run_id)
+            assert run.tags["dagster/sensor_name"] == "f1_telemetry_sensor"
+            check = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(F1_LAP_SUMMARIES,
+                                                                                       F1_COUNT_CHECK))
+            assert check is not None and check.event.asset_check_evaluation.passed
+    finally:
+        stop_process_group(daemon)
+    assert analytics_counts(kafka, "f1.analytics") == {"e2e-f1:0": 1, "e2e-f1:1": 1, "e2e-f1:2": 1}
