@@ -86,11 +86,12 @@ def gg_diagram(g_lat: np.ndarray, g_long: np.ndarray, title: str):
 
 
 def sector_table_md(summaries: pd.DataFrame, limit: int = 30) -> str:
-    """Markdown table of lap and sector times; the best of each column in bold."""
+    """Markdown table of lap and sector times; the best of each column (out-laps aside) in bold."""
     if summaries.empty:
         return "No completed laps yet."
     cols = ["lap_time_s", "sector1_s", "sector2_s", "sector3_s"]
-    best = {c: summaries[c].min() for c in cols}
+    flying = summaries[~summaries["out_lap"]] if "out_lap" in summaries else summaries
+    best = {c: flying[c].min() for c in cols}
     rows = ["| lap | lap time | S1 | S2 | S3 | vmax km/h | fuel kg | flags |", "|---|---|---|---|---|---|---|---|"]
 
     def cell(r, c):
