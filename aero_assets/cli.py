@@ -35,6 +35,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                               out_lap=not args.no_out_lap, stop=stop_event())
         print(json.dumps(summary))
         return 0
+    if args.domain == "rig":
+        from aero_assets.simulators.rig_publish import simulate_rig
+        from aero_assets.stack import stop_event
+
+        summary = simulate_rig(settings, rigs=args.rigs, interval_s=args.interval, hours=args.hours,
+                               backfill_h=args.backfill, faults=args.faults, seed=args.seed, stop=stop_event())
+        print(json.dumps(summary))
+        return 0
     if args.domain == "tires":
         from aero_assets.simulators.tires_publish import simulate_tires
         from aero_assets.stack import stop_event
@@ -155,6 +163,15 @@ def _safe_id(raw: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _interval(raw: str) -> float:
+    from aero_assets.simulators.rig_publish import parse_interval
+
+    try:
+        return parse_interval(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _session_id(raw: str) -> str:
     from aero_assets.ids import InvalidIdentifier, validate_id
 
@@ -208,6 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="samples per Kafka message (1 = one JSON object per sample, as the seed's car sent)")
     f.add_argument("--no-out-lap", action="store_true", help="start on a flying lap instead of leaving the pits")
     f.set_defaults(fn=cmd_simulate)
+
+    r = ssub.add_parser("rig", help="propulsion test rigs on rig.readings (JSON), with planted faults and ground truth")
+    r.add_argument("--rigs", type=_positive_int, default=2)
+    r.add_argument("--interval", type=_interval, default=360.0, help="reading cadence per rig: 6m (the seed's), 30s...")
+    r.add_argument("--hours", type=_positive_float, default=12.0, help="hours of rig time simulated")
+    r.add_argument("--backfill", type=float, default=None,
+                   help="hours of that span in the past, published at once (default: all); the rest in real time")
+    r.add_argument("--faults", action="store_true", help="plant nulls, outliers, duplicates, drift, impossible values")
+    r.add_argument("--seed", type=int, default=None)
+    r.set_defaults(fn=cmd_simulate)
 
     st = sub.add_parser("stream", help="long-running stream services (own consumer group; Ctrl-C stops)")
     st.add_argument("name", choices=["tires-alerts"], help="tires-alerts: alert episodes on tires.alerts within a "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from aero_assets import f1, tires, windtunnel
+from aero_assets import f1, rig, tires, windtunnel
 from resources import (
     KafkaResource,
     LakeResource,
@@ -31,7 +31,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         kafka = kafka.model_copy(update={"sasl_password": dg.EnvVar("AERO_KAFKA_SASL_PASSWORD")})
     return {
         "kafka": kafka,
-        "lake": LakeResource(root=str(settings.lake_dir), exports_root=str(settings.home / "exports")),
+        "lake": LakeResource(root=str(settings.lake_dir), exports_root=str(settings.home / "exports"),
+                             inbox_root=str(settings.home / "inbox")),
         "warehouse": WarehouseResource(database=str(settings.warehouse_path)),
         "model_store": ModelStoreResource(root=str(settings.models_dir)),
         # off unless AERO_SERVING_PG_URL is set; read from the environment at run time (it may hold a password)
@@ -42,10 +43,12 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 def warehouse_views(lake: LakeResource, topics: Topics) -> list[ViewSpec]:
     """Every domain's DuckDB views over the lake: one sensor keeps them all in place."""
     from aero_assets.f1.views import f1_views
+    from aero_assets.rig.views import rig_views
     from aero_assets.tires.views import tires_views
     from aero_assets.windtunnel.views import windtunnel_views
 
-    return [*windtunnel_views(lake, topics), *tires_views(lake, topics), *f1_views(lake, topics)]
+    return [*windtunnel_views(lake, topics), *tires_views(lake, topics), *f1_views(lake, topics),
+            *rig_views(lake, topics)]
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -55,6 +58,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         windtunnel.build_defs(settings.topics),
         tires.build_defs(settings.topics),
         f1.build_defs(settings.topics),
+        rig.build_defs(settings.topics),
         dg.Definitions(sensors=[build_warehouse_views_sensor(lambda lake: warehouse_views(lake, settings.topics))]),
         # one process per run, steps in order: a chain of six steps pays the code-load cost once
         # (pools still apply in-process, so two landings of one topic never overlap)

@@ -47,3 +47,16 @@ F1_SESSIONS_TOPIC_ASSET = dg.AssetKey(["kafka", "f1_sessions"])
 F1_ANALYTICS_TOPIC_ASSET = dg.AssetKey(["kafka", "f1_analytics"])
 F1_LANDING_POOL = "landing_f1"
 F1_PUBLISH_POOL = "publish_f1_analytics"
+
+RIG = "rig"
+# daily on event time; end_offset=1 includes today, refreshed as readings land
+rig_daily = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_offset=1)
+RIG_READINGS = dg.AssetKey([RIG, "readings"])
+RIG_CLEAN = dg.AssetKey([RIG, "clean_readings"])
+RIG_ANOMALIES = dg.AssetKey([RIG, "anomalies"])
+RIG_KPIS = dg.AssetKey([RIG, "kpis"])
+# what landed readings trigger per touched day, in one run
+RIG_DAY_CHAIN = [RIG_CLEAN, RIG_ANOMALIES, RIG_KPIS]
+RIG_TOPIC_ASSET = dg.AssetKey(["kafka", "rig_readings"])
+RIG_INBOX_ASSET = dg.AssetKey(["inbox", "rig"])
+RIG_LANDING_POOL = "landing_rig"

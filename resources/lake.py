@@ -91,6 +91,7 @@ class LakeResource(dg.ConfigurableResource):
 
     root: str = ".aero/lake"
     exports_root: str = ".aero/exports"
+    inbox_root: str = ".aero/inbox"  # where files are dropped for landing (e.g. the rig's CSVs under rig/)
 
     @property
     def path(self) -> Path:
@@ -103,6 +104,10 @@ class LakeResource(dg.ConfigurableResource):
     @property
     def exports(self) -> Path:
         return Path(self.exports_root).absolute()
+
+    @property
+    def inbox(self) -> Path:
+        return Path(self.inbox_root).absolute()
 
     def landing_dir(self, topic: str) -> Path:
         return self.path / "landing" / topic

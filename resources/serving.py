@@ -70,9 +70,20 @@ class ServingResource(dg.ConfigurableResource):
             for statement in ddl:
                 cur.execute(statement)
 
-    def upsert(self, table: str, data: pa.Table, key_columns: list[str]) -> int:
-        """Insert or update `data` by its natural key, in one transaction; returns the rows written."""
-        if data.num_rows == 0:
+    def has_extension(self, name: str) -> bool:
+        """Whether the server can create extension `name` (e.g. timescaledb): it is installed and available."""
+        with self.connect() as conn, conn, conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = %s", (name,))
+            return cur.fetchone() is not None
+
+    def upsert(self, table: str, data: pa.Table, key_columns: list[str],
+               replace_where: tuple[str, object, object] | None = None) -> int:
+        """Insert or update `data` by its natural key, in one transaction; returns the rows written.
+
+        `replace_where=(column, lo, hi)` first deletes the rows with `lo <= column < hi` in the same
+        transaction: a re-materialized slice (a day) that now has fewer rows leaves none behind.
+        """
+        if data.num_rows == 0 and replace_where is None:
             return 0
         from psycopg2 import sql
 
@@ -86,6 +97,12 @@ class ServingResource(dg.ConfigurableResource):
         updates = [sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in cols if c not in key_columns]
         updates.append(sql.SQL("updated_at = now()"))
         with self.connect() as conn, conn, conn.cursor() as cur:
+            if replace_where is not None:
+                col, lo, hi = replace_where
+                cur.execute(sql.SQL("DELETE FROM {t} WHERE {c} >= %s AND {c} < %s").format(
+                    t=target, c=sql.Identifier(col)), (lo, hi))
+                if data.num_rows == 0:
+                    return 0
             cur.execute(sql.SQL("CREATE TEMP TABLE {tmp} (LIKE {t} INCLUDING DEFAULTS) ON COMMIT DROP").format(
                 tmp=tmp, t=target))
             cur.copy_expert(sql.SQL("COPY {tmp} ({cols}) FROM STDIN WITH (FORMAT csv)").format(
