@@ -1,0 +1,75 @@
+"""Hostile review of the F1 domain: each test pins a behaviour that is wrong today (see the review report)."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from aero_assets.codec import JSON, DecodeError
+from aero_assets.f1.decoder import F1TelemetryDecoder
+
+NOW_NS = 1_790_000_000_000_000_000
+GOOD = {"session_id": "s1", "ts": 1_790_000_000_000, "lap": 1, "distance_m": 1.0, "x_m": 0, "y_m": 0,
+        "speed_kph": 100, "throttle": 1, "brake": 0, "gear": 3, "rpm": 9000, "g_lat": 0, "g_long": 0, "fuel_kg": 40}
+
+
+def _enc(obj) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def _verdicts(values, keys=None):
+    """(per-message verdict, batch verdict) per message: 'bad' or the number of rows landed."""
+    dec = F1TelemetryDecoder(clock_ns=lambda: NOW_NS)
+    keys = keys or [b"s1"] * len(values)
+    per = []
+    for v, k in zip(values, keys, strict=True):
+        try:
+            per.append(dec.decode(v, k, JSON).table.num_rows)
+        except DecodeError:
+            per.append("bad")
+    b = dec.decode_batch(list(values), list(keys), [JSON] * len(values))
+    bad = {i for i, _ in b.bad}
+    rows = np.bincount(b.message_index, minlength=len(values))
+    return per, ["bad" if i in bad else int(rows[i]) for i in range(len(values))]
+
+
+def test_batch_path_does_not_land_a_message_the_per_message_path_refuses_when_line_counts_compensate():
+    # message 0: one valid sample pretty-printed over two lines (1 object, 2 lines);
+    # message 1: two objects on one line, which the per-message path refuses ("Extra data").
+    # Together they have as many rows as lines, so the batch maps rows onto the wrong messages.
+    pretty = _enc(GOOD).replace(b", ", b",\n", 1)
+    two_on_a_line = _enc(GOOD) + b" " + _enc({**GOOD, "ts": GOOD["ts"] + 10})
+    per, batch = _verdicts([pretty, two_on_a_line])
+    assert per == [1, "bad"]
+    assert batch == per
+
+
+def test_batch_path_sends_a_lap_beyond_2_53_to_the_dlq_instead_of_raising():
+    # the per-message path refuses it (lap outside 0-10000); the batch path's float cast raises
+    # ArrowInvalid out of decode_batch, failing the whole landing on every retry (a poison pill)
+    msgs = [_enc(GOOD), _enc({**GOOD, "lap": 2**53 + 1})]
+    per, batch = _verdicts(msgs)
+    assert per == [1, "bad"]
+    assert batch == per
+
+
+@pytest.mark.broker
+def test_landing_survives_a_telemetry_message_with_a_lap_beyond_2_53(settings, kafka, publisher, instance):
+    from aero_assets.definitions import build_definitions
+    from aero_assets.keys import F1_TELEMETRY
+
+    defs = build_definitions(settings)
+    topic = settings.topics.f1_telemetry
+    now_ms = int(__import__("time").time() * 1000)
+    publisher.json(topic, {**GOOD, "ts": now_ms}, key="s1")
+    publisher.json(topic, {**GOOD, "ts": now_ms + 10, "lap": 2**53 + 1}, key="s1")
+    publisher.json(topic, {**GOOD, "ts": now_ms + 20}, key="s1")
+    res = dg.materialize([defs.get_assets_def(F1_TELEMETRY)], instance=instance, resources=defs.resources,
+                         raise_on_error=False)
+    assert res.success, "one bad lap number fails every landing of f1.telemetry (the topic is wedged)"
+    meta = res.asset_materializations_for_node("f1__telemetry")[0].metadata
+    assert meta["dagster/row_count"].value == 2 and meta["dlq_messages"].value == 1
