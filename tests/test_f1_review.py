@@ -73,3 +73,37 @@ def test_landing_survives_a_telemetry_message_with_a_lap_beyond_2_53(settings, k
     assert res.success, "one bad lap number fails every landing of f1.telemetry (the topic is wedged)"
     meta = res.asset_materializations_for_node("f1__telemetry")[0].metadata
     assert meta["dagster/row_count"].value == 2 and meta["dlq_messages"].value == 1
+
+
+def _streamed_vs_whole(tmp_path, idx):
+    import pyarrow.parquet as pq
+
+    from aero_assets.f1.laps import Telemetry, summarise_laps, summarise_parquet
+    from tests.f1_data import L, SECTORS, session_table
+
+    t = session_table(laps=1, extra_m=300)
+    t = t.take(pa.array(idx(t.num_rows)))
+    path = tmp_path / "t.parquet"
+    pq.write_table(t, path, row_group_size=5000)
+    return summarise_parquet(path, L, SECTORS), summarise_laps(Telemetry.from_table(t), L, SECTORS)
+
+
+def test_streamed_parquet_summary_drops_a_duplicate_at_a_row_group_boundary(tmp_path):
+    # the last row of row group 0 repeated as the first row of row group 1 (same lap)
+    (streamed, srep), (whole, wrep) = _streamed_vs_whole(
+        tmp_path, lambda n: np.concatenate([np.arange(5000), [4999], np.arange(5000, n)]))
+    assert wrep.duplicates_dropped == 1
+    assert srep.duplicates_dropped == 1
+    assert streamed["samples"].to_pylist() == whole["samples"].to_pylist()
+
+
+def test_streamed_parquet_summary_sees_rows_out_of_order_at_a_row_group_boundary(tmp_path):
+    def swap(n):
+        i = np.arange(n)
+        i[4999], i[5000] = 5000, 4999
+        return i
+
+    (streamed, srep), (whole, wrep) = _streamed_vs_whole(tmp_path, swap)
+    assert wrep.out_of_order == 1
+    assert srep.out_of_order == 1
+    assert streamed["max_gap_ms"].to_pylist() == whole["max_gap_ms"].to_pylist()
