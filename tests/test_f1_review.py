@@ -146,3 +146,39 @@ def test_a_session_id_reused_after_a_broker_restart_is_not_merged_with_the_old_i
     # today the summary reads the session's files of both incarnations: two cars' out-laps in one lap
     assert "lap_counter_back" not in msg["flags"] and "distance_not_monotonic" not in msg["flags"]
     assert msg["samples"] == second["samples"]
+
+
+def _tick(sensor, instance, defs, cursor=None):
+    with dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), cursor=cursor,
+                                 resources={"kafka": defs.resources["kafka"]}, definitions=defs) as ctx:
+        return sensor.evaluate_tick(ctx)
+
+
+@pytest.mark.broker
+def test_a_failed_landing_of_session_finished_is_asked_for_again(settings, kafka, publisher, instance):
+    from aero_assets.definitions import build_definitions
+    from aero_assets.keys import F1_TELEMETRY, f1_sessions
+    from aero_assets.simulators.f1_publish import simulate_f1
+    from sensors.f1_telemetry import build_f1_sensor
+    from sensors.kafka_events import LandingPolicy
+
+    defs = build_definitions(settings)
+    # the most eager policy there is: any message waiting on f1.telemetry lands
+    sensor = build_f1_sensor(settings.topics.f1_telemetry, settings.topics.f1_sessions,
+                             LandingPolicy(min_messages=1, max_wait_s=0.0))
+    simulate_f1(settings, laps=0, session_id="s-f", seed=1, kafka=kafka, progress=False, finish=False)
+    first = _tick(sensor, instance, defs)
+    instance.add_dynamic_partitions(f1_sessions.name, ["s-f"])
+    dg.materialize([defs.get_assets_def(F1_TELEMETRY)], instance=instance, resources=defs.resources)
+    second = _tick(sensor, instance, defs, first.cursor)
+
+    publisher.json(settings.topics.f1_sessions, {"event": "session_finished", "session_id": "s-f",
+                                                 "finished_at": "2026-12-01T10:00:00Z", "laps": 0}, key="s-f")
+    third = _tick(sensor, instance, defs, second.cursor)
+    assert [r.asset_selection for r in third.run_requests] == [[F1_TELEMETRY]]
+    # that landing run fails (daemon restart, broker blip, ...): nothing was landed.
+    # No telemetry waits, so the telemetry backlog never asks again, and session_finished stays unlanded:
+    # the session's last lap is never complete, never summarised, never published.
+    later = _tick(sensor, instance, defs, third.cursor)
+    later = _tick(sensor, instance, defs, later.cursor)
+    assert any(r.asset_selection == [F1_TELEMETRY] for r in later.run_requests), later.skip_message
