@@ -182,3 +182,61 @@ def test_a_failed_landing_of_session_finished_is_asked_for_again(settings, kafka
     later = _tick(sensor, instance, defs, third.cursor)
     later = _tick(sensor, instance, defs, later.cursor)
     assert any(r.asset_selection == [F1_TELEMETRY] for r in later.run_requests), later.skip_message
+
+
+def _watch(settings, kafka, seconds=1.5):
+    import io
+
+    from aero_assets.f1.pitwall import run_watch
+
+    return run_watch(kafka, settings.topics.f1_telemetry, settings.topics.f1_analytics, duration_s=seconds,
+                     plain=True, out=io.StringIO())
+
+
+def _now_table(n=2000, sid="s-arrow"):
+    import time
+
+    from tests.f1_data import session_table
+
+    t = session_table(sid, laps=0, extra_m=400, t0_ns=time.time_ns() - 10 * 10**9)
+    return t.slice(0, n)
+
+
+@pytest.mark.broker
+def test_watch_shows_a_car_that_sends_arrow_blocks(settings, kafka, publisher):
+    # Arrow IPC is a documented wire format of f1.telemetry; the watcher decodes every message as JSON
+    publisher.arrow(settings.topics.f1_telemetry, _now_table(), key="s-arrow", block=500)
+    stats = _watch(settings, kafka)
+    assert stats["samples"] == 2000 and stats["skipped_messages"] == 0, stats
+
+
+@pytest.mark.broker
+def test_watch_survives_a_non_object_message_on_f1_analytics(settings, kafka, publisher):
+    publisher.send(settings.topics.f1_analytics, b"null", b"x:1", [("content-type", b"application/json")])
+    publisher.send(settings.topics.f1_analytics, b"[1, 2]", b"x:2", [("content-type", b"application/json")])
+    stats = _watch(settings, kafka, 1.0)
+    assert stats["skipped_messages"] == 2
+
+
+@pytest.mark.broker
+def test_watch_survives_a_lap_summary_with_a_non_numeric_lap_time(settings, kafka, publisher):
+    t = _now_table(200, "s-w")
+    rows = t.to_pylist()
+    for r in rows[:50]:
+        r["ts"] = int(r["ts"].timestamp() * 1000)
+        publisher.json(settings.topics.f1_telemetry, r, key="s-w", flush=False)
+    publisher.producer.flush(10)
+    publisher.json(settings.topics.f1_analytics, {"session_id": "s-w", "lap": 1, "lap_time_s": "fast",
+                                                  "max_speed_kph": "very"}, key="s-w:1")
+    stats = _watch(settings, kafka, 1.0)
+    assert stats["samples"] >= 50
+
+
+@pytest.mark.broker
+def test_watch_survives_a_telemetry_message_with_a_lap_beyond_2_53(settings, kafka, publisher):
+    import time
+
+    publisher.json(settings.topics.f1_telemetry, {**GOOD, "ts": int(time.time() * 1000)}, key="s1")
+    publisher.json(settings.topics.f1_telemetry, {**GOOD, "ts": int(time.time() * 1000), "lap": 2**53 + 1}, key="s1")
+    stats = _watch(settings, kafka, 1.0)
+    assert stats["samples"] == 1 and stats["skipped_messages"] == 1
