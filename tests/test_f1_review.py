@@ -240,3 +240,21 @@ def test_watch_survives_a_telemetry_message_with_a_lap_beyond_2_53(settings, kaf
     publisher.json(settings.topics.f1_telemetry, {**GOOD, "ts": int(time.time() * 1000), "lap": 2**53 + 1}, key="s1")
     stats = _watch(settings, kafka, 1.0)
     assert stats["samples"] == 1 and stats["skipped_messages"] == 1
+
+
+@pytest.mark.broker
+def test_a_cursor_with_an_offset_beyond_int64_starts_over_instead_of_crashing_every_tick(settings, kafka, publisher,
+                                                                                        instance):
+    from aero_assets.definitions import build_definitions
+    from sensors.f1_telemetry import build_f1_sensor
+    from sensors.kafka_events import LandingPolicy
+
+    defs = build_definitions(settings)
+    sensor = build_f1_sensor(settings.topics.f1_telemetry, settings.topics.f1_sessions,
+                             LandingPolicy(min_messages=10**9, max_wait_s=10**9))
+    publisher.json(settings.topics.f1_sessions, {"event": "session_started", "session_id": "s-c",
+                                                 "started_at": "2026-12-01T10:00:00Z"}, key="s-c")
+    ident = kafka.identity(settings.topics.f1_sessions)
+    cursor = json.dumps({"events": {"incarnation": ident.incarnation, "offsets": {"0": 2**70}}})
+    result = _tick(sensor, instance, defs, cursor)  # today: OverflowError from TopicPartition, every tick
+    assert result.cursor is not None
