@@ -258,3 +258,34 @@ def test_a_cursor_with_an_offset_beyond_int64_starts_over_instead_of_crashing_ev
     cursor = json.dumps({"events": {"incarnation": ident.incarnation, "offsets": {"0": 2**70}}})
     result = _tick(sensor, instance, defs, cursor)  # today: OverflowError from TopicPartition, every tick
     assert result.cursor is not None
+
+
+def test_a_car_stopped_short_of_the_line_at_the_end_of_a_session_has_no_lap_time():
+    # the session finishes with the car standing still 40 m before the line: the lap never ended.
+    # Today the 1 % line tolerance (59 m) calls it complete and "extrapolates" 40 m at the 1 m/s speed floor:
+    # a 155 s lap with no flag, published to f1.analytics as a completed lap.
+    from aero_assets.f1.laps import Telemetry, summarise_laps
+    from tests.f1_data import L, SECTORS, session_table
+
+    t = session_table(laps=1, extra_m=0)
+    t = t.filter(pa.array(t["distance_m"].to_numpy() < L - 40))
+    speed = t["speed_kph"].to_numpy().copy()
+    speed[-30:] = 0.0  # stopped for the last 0.3 s of telemetry
+    t = t.set_column(t.schema.get_field_index("speed_kph"), "speed_kph", pa.array(speed, pa.float32()))
+    s, _ = summarise_laps(Telemetry.from_table(t), L, SECTORS, {"s1"})
+    row = s.to_pylist()[0]
+    assert not row["complete"] or row["short_of_line"] or row["lap_time_s"] is None, row["lap_time_s"]
+
+
+def test_a_gap_straddling_the_line_is_flagged():
+    # ~1 s of telemetry lost either side of the line between lap 1 and lap 2: both laps are extrapolated
+    # to the line from 55 m away and neither says a gap was there (has_gap looks only inside a lap)
+    from aero_assets.f1.laps import Telemetry, summarise_laps
+    from tests.f1_data import L, SECTORS, session_table
+
+    t = session_table(laps=2, extra_m=500)
+    d, lap = t["distance_m"].to_numpy(), t["lap"].to_numpy()
+    t = t.filter(pa.array(~(((lap == 1) & (d > L - 55)) | ((lap == 2) & (d < 55)))))
+    s, _ = summarise_laps(Telemetry.from_table(t), L, SECTORS, {"s1"})
+    laps = {r["lap"]: r for r in s.to_pylist()}
+    assert laps[1]["has_gap"] or laps[2]["has_gap"], (laps[1]["flags"], laps[2]["flags"])
