@@ -79,7 +79,7 @@ def _streamed_vs_whole(tmp_path, idx):
     import pyarrow.parquet as pq
 
     from aero_assets.f1.laps import Telemetry, summarise_laps, summarise_parquet
-    from tests.f1_data import L, SECTORS, session_table
+    from tests.f1_data import SECTORS, L, session_table
 
     t = session_table(laps=1, extra_m=300)
     t = t.take(pa.array(idx(t.num_rows)))
@@ -140,7 +140,7 @@ def test_a_session_id_reused_after_a_broker_restart_is_not_merged_with_the_old_i
     broker.stop()
     broker.start()  # the embedded broker forgets everything: every topic is a new incarnation
     kafka.ensure_topics(settings.topics.all())
-    time.sleep(1.0)
+    time.sleep(0.3)
     second = cycle(2)
     (msg,) = [m for m in _analytics_messages(kafka, settings.topics.f1_analytics) if m["key"] == "S:0"]
     # today the summary reads the session's files of both incarnations: two cars' out-laps in one lap
@@ -265,7 +265,7 @@ def test_a_car_stopped_short_of_the_line_at_the_end_of_a_session_has_no_lap_time
     # Today the 1 % line tolerance (59 m) calls it complete and "extrapolates" 40 m at the 1 m/s speed floor:
     # a 155 s lap with no flag, published to f1.analytics as a completed lap.
     from aero_assets.f1.laps import Telemetry, summarise_laps
-    from tests.f1_data import L, SECTORS, session_table
+    from tests.f1_data import SECTORS, L, session_table
 
     t = session_table(laps=1, extra_m=0)
     t = t.filter(pa.array(t["distance_m"].to_numpy() < L - 40))
@@ -281,7 +281,7 @@ def test_a_gap_straddling_the_line_is_flagged():
     # ~1 s of telemetry lost either side of the line between lap 1 and lap 2: both laps are extrapolated
     # to the line from 55 m away and neither says a gap was there (has_gap looks only inside a lap)
     from aero_assets.f1.laps import Telemetry, summarise_laps
-    from tests.f1_data import L, SECTORS, session_table
+    from tests.f1_data import SECTORS, L, session_table
 
     t = session_table(laps=2, extra_m=500)
     d, lap = t["distance_m"].to_numpy(), t["lap"].to_numpy()
