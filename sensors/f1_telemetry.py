@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 import dagster as dg
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, TopicPartition
 
 from aero_assets.codec import content_type_of
 from aero_assets.f1.decoder import SessionEventsDecoder
@@ -142,19 +142,23 @@ def build_f1_sensor(telemetry_topic: str, sessions_topic: str, policy: LandingPo
                 notes.append(f"Topic {telemetry_topic} does not exist yet.")
             else:
                 committed, lag, oldest = waiting(kafka, tele)
-                # A completed lap lands even when the watermark shows nothing waiting: Tansu under-reports
-                # watermarks, and after session_finished no more data comes to push it over a threshold.
+                # Lap and finish events the landing has not landed yet (its committed offsets on f1.sessions
+                # behind what this sensor has read) mean a lap to summarise now, even when the telemetry
+                # watermark shows nothing waiting (Tansu under-reports it, and after session_finished no more
+                # data comes). Asked for again until a landing has landed them, so a failed one is retried.
+                events_behind = _events_not_landed(kafka, sessions_topic, cursor)
+                cursor.land_due = cursor.land_due and events_behind
                 if cursor.land_due or policy.due(lag, oldest):
                     start = ",".join(f"{p}:{o}" for p, o in sorted(committed.items()))
+                    window = int(time.time()) // RETRY_WINDOW_S
                     why = (f"lap events to {','.join(f'{p}:{o}' for p, o in sorted(cursor.events.offsets.items()))}"
-                           if cursor.land_due else f"backlog/{int(time.time()) // RETRY_WINDOW_S}")
+                           f"/{window}" if cursor.land_due else f"backlog/{window}")
                     requests.append(dg.RunRequest(
                         run_key=f"{telemetry_topic}@{tele.incarnation}/{start}/{why}",
                         asset_selection=[F1_TELEMETRY],
                         tags={"aero/topic": telemetry_topic, "aero/incarnation": tele.incarnation,
                               "aero/start_offsets": start, "aero/waiting_hint": str(lag),
                               "aero/why": "lap completed" if cursor.land_due else "backlog"}))
-                    cursor.land_due = False
                     observations.append(dg.AssetObservation(asset_key=F1_TELEMETRY_TOPIC_ASSET, metadata={
                         "incarnation": tele.incarnation, "landing_lag_hint": lag}))
                 else:
@@ -173,3 +177,18 @@ def build_f1_sensor(telemetry_topic: str, sessions_topic: str, policy: LandingPo
         )
 
     return f1_telemetry_sensor
+
+
+def _events_not_landed(kafka: KafkaResource, sessions_topic: str, cursor: _Cursor) -> bool:
+    """Whether the landing group's offsets on the lifecycle topic are behind what the sensor has read."""
+    from sensors.kafka_events import LANDING_GROUP
+
+    identity = kafka.identity(sessions_topic)
+    if identity is None or identity.incarnation != cursor.events.incarnation:
+        return False
+    consumer = kafka.consumer(LANDING_GROUP)
+    try:
+        committed = consumer.committed([TopicPartition(sessions_topic, p) for p in identity.partitions], timeout=5)
+    finally:
+        consumer.close()
+    return any(max(tp.offset, 0) < cursor.events.offsets.get(tp.partition, 0) for tp in committed)

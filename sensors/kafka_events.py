@@ -40,9 +40,12 @@ class TopicCursor:
             return cls()
         try:
             obj = json.loads(raw)
-            return cls(obj.get("incarnation"), {int(k): int(v) for k, v in obj.get("offsets", {}).items()})
+            offsets = {int(k): int(v) for k, v in obj.get("offsets", {}).items()}
         except (ValueError, TypeError, AttributeError):
             return cls()  # an unreadable cursor is treated as a fresh start, never a crash loop
+        if any(not 0 <= k < 2**31 or not 0 <= v < 2**63 for k, v in offsets.items()):
+            return cls()  # offsets Kafka cannot hold (negative means "the end" to librdkafka: events would be skipped)
+        return cls(obj.get("incarnation"), offsets)
 
 
 @dataclass(frozen=True)

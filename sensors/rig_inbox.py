@@ -53,7 +53,7 @@ def build_rig_inbox_sensor(settle_s: float = 2.0, minimum_interval_seconds: int 
             prev = seen.get(name)
             done = Path(f"{path}.done").exists()
             settled = prev is not None and prev[:2] == sig and now - prev[2] >= settle_s
-            current[name] = sig + [prev[2] if prev and prev[:2] == sig else now]
+            current[name] = [*sig, prev[2] if prev and prev[:2] == sig else now]
             if not (done or settled):
                 waiting.append(name)
                 continue

@@ -205,9 +205,10 @@ def _now_table(n=2000, sid="s-arrow"):
 @pytest.mark.broker
 def test_watch_shows_a_car_that_sends_arrow_blocks(settings, kafka, publisher):
     # Arrow IPC is a documented wire format of f1.telemetry; the watcher decodes every message as JSON
-    publisher.arrow(settings.topics.f1_telemetry, _now_table(), key="s-arrow", block=500)
+    table = _now_table()
+    publisher.arrow(settings.topics.f1_telemetry, table, key="s-arrow", block=500)
     stats = _watch(settings, kafka)
-    assert stats["samples"] == 2000 and stats["skipped_messages"] == 0, stats
+    assert stats["samples"] == table.num_rows and stats["skipped_messages"] == 0, stats
 
 
 @pytest.mark.broker
@@ -313,8 +314,8 @@ def test_a_landing_running_alongside_the_summary_does_not_fail_the_blocking_coun
     dg.materialize([defs.get_assets_def(F1_TELEMETRY)], instance=instance, resources=defs.resources)
     real = f1_assets.session_telemetry
 
-    def read_then_a_landing_lands(lake, topic, sid):
-        table = real(lake, topic, sid)
+    def read_then_a_landing_lands(lake, topic, sid, *files):
+        table = real(lake, topic, sid, *files)
         last = table.slice(table.num_rows - 1).to_pylist()[0]
         last["ts"] = int(time.time() * 1000)
         publisher.json(topic, last, key=sid)

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from aero_assets.f1.decoder import F1TelemetryDecoder, SessionEventsDecoder
@@ -38,6 +37,7 @@ from aero_assets.keys import (
 from aero_assets.landing import land_topic
 from aero_assets.landing_state import landed_files, topic_lock
 from resources import KafkaResource, LakeResource, Topics, write_parquet_atomic
+from resources.lake import write_bytes_atomic
 
 DISTANCE_CHECK = "lap_distance_within_tolerance"
 GAP_CHECK = "no_gap_inside_a_lap"
@@ -53,9 +53,26 @@ def lap_key(session_id: str, lap: int) -> str:
     return f"{session_id}:{int(lap)}"
 
 
-def session_telemetry(lake: LakeResource, topic: str, session_id: str) -> pa.Table:
-    """All landed rows of one session, in landing (offset) order."""
+def session_files(lake: LakeResource, topic: str, session_id: str) -> tuple[list[Path], list[str]]:
+    """(the session's landed files of the newest topic incarnation in offset order, incarnations left out).
+
+    A session id can come back after a broker restart or a recreated topic: that is another car's data
+    under the same name, and mixing both would summarise two cars as one lap. The incarnation whose
+    files were written last is the session; older ones are reported, never merged.
+    """
     files = landed_files(lake.landing_dir(topic), split=(SPLIT, session_id))
+    by_inc: dict[str, list[Path]] = {}
+    for f in files:
+        by_inc.setdefault(f.name.split("-p", 1)[0], []).append(f)
+    if len(by_inc) <= 1:
+        return files, []
+    newest = max(by_inc, key=lambda inc: max(f.stat().st_mtime_ns for f in by_inc[inc]))
+    return by_inc[newest], sorted(set(by_inc) - {newest})
+
+
+def session_telemetry(lake: LakeResource, topic: str, session_id: str, files: list[Path] | None = None) -> pa.Table:
+    """The landed rows of one session (of `files`, default: its current incarnation's), in landing order."""
+    files = session_files(lake, topic, session_id)[0] if files is None else files
     if not files:
         return F1TelemetryDecoder.schema.empty_table()
     return pa.concat_tables([pq.read_table(f, schema=F1TelemetryDecoder.schema.append(
@@ -63,7 +80,7 @@ def session_telemetry(lake: LakeResource, topic: str, session_id: str) -> pa.Tab
 
 
 def session_events(lake: LakeResource, topic: str, session_id: str) -> pd.DataFrame:
-    files = landed_files(lake.landing_dir(topic), split=(SPLIT, session_id))
+    files, _ = session_files(lake, topic, session_id)
     if not files:
         return pd.DataFrame(columns=["event", "ts", "lap", "lap_time_s", "track"])
     return pa.concat_tables([pq.read_table(f, columns=["event", "ts", "lap", "lap_time_s", "track"])
@@ -151,7 +168,11 @@ def build_f1_assets(topics: Topics, limits: F1Limits) -> list:
         events = session_events(lake, sessions_topic, sid)
         track = _track(events)
         finished = {sid} if (events["event"] == "session_finished").any() else set()
-        table = session_telemetry(lake, tele_topic, sid)
+        files, ignored = session_files(lake, tele_topic, sid)
+        if ignored:
+            context.log.warning(f"session {sid} also has telemetry of older topic incarnations {ignored} (a broker "
+                                "restart or a recreated topic reused the id): summarising the newest one only")
+        table = session_telemetry(lake, tele_topic, sid, files)
         tel = Telemetry.from_table(table)
         summaries, order = summarise_laps(tel, track.length_m, track.sectors_m, finished)
         done = summaries.filter(summaries["complete"])
@@ -160,8 +181,9 @@ def build_f1_assets(topics: Topics, limits: F1Limits) -> list:
         write_parquet_atomic(done, path)
         df = done.to_pandas()
 
-        # checks, each from what it is about
-        landed = _landed_rows(lake.landing_dir(tele_topic) / f"{SPLIT}={sid}")
+        # checks, each from what it is about; the count is taken from the files' own metadata - of the files
+        # the summary read, so a landing writing the next file meanwhile is not a discrepancy
+        landed = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
         counted = int(pc.sum(summaries["samples"]).as_py() or 0) + order.duplicates_dropped
         full = df[~df["out_lap"] & ~df["short_of_line"]] if len(df) else df
         off = full[(full["distance_m"] - track.length_m).abs() > limits.distance_tolerance * track.length_m] \
@@ -192,8 +214,14 @@ def build_f1_assets(topics: Topics, limits: F1Limits) -> list:
                                 description=f"{len(flying) - len(unreal)} of {len(flying)} flying laps in "
                                             f"{limits.lap_time_min_s:g}-{limits.lap_time_max_s:g} s"),
         ]
+        # the verdict travels with the file: the release refuses a summary whose blocking check failed, even
+        # when it is materialized on its own (a backfill, a click), not behind the check in the same run
+        write_bytes_atomic(path.with_name("checks.json"), json.dumps(
+            {"counts_match": landed == counted, "landed": landed, "counted": counted,
+             "incarnations_ignored": ignored}).encode())
         meta = {
             "dagster/row_count": done.num_rows,
+            "incarnations_ignored": dg.MetadataValue.json(ignored),
             "laps_in_progress": dg.MetadataValue.json([int(x) for x in in_progress["lap"].to_pylist()]),
             "session_finished": bool(finished),
             "flagged_laps": dg.MetadataValue.json({int(r.lap): r.flags for r in df.itertuples() if r.flags}),
@@ -223,6 +251,12 @@ def build_f1_assets(topics: Topics, limits: F1Limits) -> list:
         sid = context.partition_key
         path = lake.partition_dir(F1_LAP_SUMMARIES, session_id=sid) / "data.parquet"
         done = pq.read_table(path).to_pandas() if path.exists() else pd.DataFrame(columns=["lap"])
+        verdict_path = path.with_name("checks.json")
+        verdict = json.loads(verdict_path.read_text()) if verdict_path.exists() else {"counts_match": not len(done)}
+        if not verdict.get("counts_match"):
+            raise dg.Failure(description=f"not publishing {sid}: its summaries failed `{COUNT_CHECK}` ("
+                                         f"{verdict.get('counted')} rows accounted for, {verdict.get('landed')} "
+                                         "landed); re-materialize f1/lap_summaries once the landing is complete")
         # one publisher at a time, whatever the pool says: read what is there, then add what is not
         with topic_lock(lake.path / "publish" / analytics_topic):
             before = analytics_counts(kafka, analytics_topic, sid)
@@ -295,11 +329,6 @@ def publish_laps(kafka: KafkaResource, topic: str, rows: list[dict]) -> int:
         raise dg.Failure(description=f"{left} lap message(s) were not acknowledged by the broker within 30 s; "
                                      "the next materialization publishes what is missing")
     return len(rows)
-
-
-def _landed_rows(session_dir: Path) -> int:
-    files = [str(p) for p in session_dir.glob("*.parquet")]
-    return ds.dataset(files, format="parquet").count_rows() if files else 0
 
 
 def _lap_rows(table: pa.Table, tel: Telemetry, session_code: int, lap: int) -> dict[str, np.ndarray]:

@@ -127,7 +127,10 @@ def _is_safe_id(value: str) -> bool:
 
 
 def _f64(col) -> np.ndarray:
-    return np.asarray(pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
+    # unsafe: an integer beyond 2**53 (a hostile lap number) becomes a nearby float, which the bounds refuse,
+    # instead of an exception that would fail the whole batch
+    return np.asarray(pc.fill_null(col.cast(pa.float64(), safe=False), np.nan).to_numpy(zero_copy_only=False),
+                      dtype=np.float64)
 
 
 def _table(session: pa.Array, ts: pa.Array, cols: dict[str, np.ndarray]) -> pa.Table:

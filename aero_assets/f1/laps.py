@@ -26,7 +26,10 @@ GAP_NS = 50_000_000  # a sample period above 50 ms inside a lap is a gap
 FULL_THROTTLE = 0.98
 BRAKING = 0.05
 LINE_TOLERANCE = 0.01  # a lap starts (ends) at the line if its first (last) sample is within 1 % of the lap
-FLAGS = ("out_lap", "has_gap", "lap_counter_jump", "lap_counter_back", "distance_not_monotonic", "short_of_line")
+MAX_EXTRAPOLATION_S = 0.5  # ... and the car covers the rest to the line at its speed within this time
+MIN_LINE_SPEED_MS = 5.0  # a car slower than this at its last sample is not crossing the line, it has stopped
+FLAGS = ("out_lap", "started_past_line", "has_gap", "lap_counter_jump", "lap_counter_back", "distance_not_monotonic",
+         "short_of_line")
 
 
 @dataclass
@@ -247,14 +250,17 @@ def merge_partials(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return out
 
 
-def partials_in_order(p: dict[str, np.ndarray]) -> bool:
-    """Merged laps: each session in one block, laps rising, time rising from one lap to the next."""
+def partials_in_order(p: dict[str, np.ndarray], strict_laps: bool = False) -> bool:
+    """Consecutive partials (or merged laps): each session in one block, laps not going back (rising when
+    `strict_laps`), time rising strictly from each one's last row to the next one's first (no duplicate
+    or late row hiding at a boundary)."""
     sess = p["session"]
     if not len(sess):
         return True
     same = sess[1:] == sess[:-1]
     runs = np.concatenate(([0], np.flatnonzero(~same) + 1))
-    return (len(np.unique(sess[runs])) == len(runs) and not (same & (p["lap"][1:] <= p["lap"][:-1])).any()
+    back = p["lap"][1:] <= p["lap"][:-1] if strict_laps else p["lap"][1:] < p["lap"][:-1]
+    return (len(np.unique(sess[runs])) == len(runs) and not (same & back).any()
             and not (same & (p["first_ts"][1:] <= p["last_ts"][:-1])).any())
 
 
@@ -268,15 +274,23 @@ def finish_laps(p: dict[str, np.ndarray], sessions: list[str], track_length_m: f
     v_first, v_last = np.maximum(p["first_v"] / 3.6, 1.0), np.maximum(p["last_v"] / 3.6, 1.0)
     d_first, d_last = p["first_d"], p["last_d"]
     t_first, t_last = p["first_ts"], p["last_ts"]
-    at_start = d_first <= tol
-    reaches_line = (L - d_last) <= tol
+    # a crossing is interpolated only over a short, moving stretch: a car stopped 40 m short of the line
+    # has not crossed it, and a lap whose first samples are missing did not start where its data does
+    raw_first, raw_last = p["first_v"] / 3.6, p["last_v"] / 3.6
+    at_start = (d_first <= tol) & (d_first <= np.maximum(raw_first, 0) * MAX_EXTRAPOLATION_S + 1.0)
+    reaches_line = ((L - d_last) <= tol) & (raw_last >= MIN_LINE_SPEED_MS) & (
+        (L - d_last) <= raw_last * MAX_EXTRAPOLATION_S + 1.0)
     t_start = np.where(at_start, t_first - d_first / v_first * 1e9, t_first.astype(np.float64))
     t_end = np.where(reaches_line, t_last + (L - d_last) / v_last * 1e9, np.nan)
     run_sess, run_lap = p["session"], p["lap"]
     has_next = np.concatenate((run_sess[1:] == run_sess[:-1], [False]))
     finished_codes = np.array([i for i, s in enumerate(sessions) if s in finished_sessions], dtype=np.int64)
     complete = has_next | (np.isin(run_sess, finished_codes) & reaches_line)
-    max_gap_ms = p["max_gap"] / 1e6
+    # a gap at the line belongs to both laps around it: time between one lap's last sample and the next's first
+    same_prev = np.concatenate(([False], run_sess[1:] == run_sess[:-1]))
+    gap_before = np.where(same_prev, p["first_ts"] - np.roll(p["last_ts"], 1), 0)
+    gap_after = np.concatenate((gap_before[1:], [0]))
+    max_gap_ms = np.maximum(p["max_gap"], np.maximum(gap_before, gap_after)) / 1e6
     distance = p["sum_seg"] + np.where(at_start, d_first, 0.0) + np.where(reaches_line, L - d_last, 0.0)
     c1 = np.where(d_first < sectors_m[0], p["cross0"], np.nan)  # a lap that began past a boundary never crossed it
     c2 = np.where(d_first < sectors_m[1], p["cross1"], np.nan)
@@ -286,12 +300,14 @@ def finish_laps(p: dict[str, np.ndarray], sessions: list[str], track_length_m: f
     fuel_used = (p["first_fuel"] - p["last_fuel"]) * np.where(np.isfinite(lap_time), lap_time / span_s, 1.0)
 
     prev_lap = np.concatenate(([-1], run_lap[:-1]))
-    prev_same = np.concatenate(([False], run_sess[1:] == run_sess[:-1]))
+    prev_same = same_prev
     seen_back = {(s, lp) for s, lp in rep.extra.get("laps_seen_out_of_order", [])}
     back = (np.array([(int(s), int(lp)) in seen_back for s, lp in zip(run_sess, run_lap, strict=True)], dtype=bool)
             if seen_back else np.zeros(len(run_sess), dtype=bool))
+    first_of_session = ~same_prev
     flags = {
-        "out_lap": ~at_start | (run_lap == 0),
+        "out_lap": (run_lap == 0) | (first_of_session & ~at_start),
+        "started_past_line": ~at_start & ~((run_lap == 0) | first_of_session),
         "has_gap": max_gap_ms > GAP_NS / 1e6,
         "lap_counter_jump": prev_same & (run_lap > prev_lap + 1),
         "lap_counter_back": back,
@@ -379,8 +395,9 @@ def summarise_parquet(path, track_length_m: float, sectors_m: tuple[float, float
         rows += n
     if not parts:
         return empty_summaries(), OrderReport()
+    chain = {k: np.concatenate([x[k] for x in parts]) for k in ("session", "lap", "first_ts", "last_ts")}
     merged = merge_partials(parts)
-    if not (ordered and partials_in_order(merged)):
+    if not (ordered and partials_in_order(chain) and partials_in_order(merged, strict_laps=True)):
         table = pq.read_table(path, columns=columns, read_dictionary=["session_id"])
         return summarise_laps(Telemetry.from_table(table), track_length_m, sectors_m, finished_sessions)
     rep = OrderReport(rows_in=rows, sorted_by="as stored (streamed by row group)")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from confluent_kafka import TopicPartition
 
-from aero_assets.codec import JSON
+from aero_assets.codec import DecodeError, content_type_of
 from aero_assets.f1.decoder import F1TelemetryDecoder
 from resources.kafka import KafkaResource
 
@@ -125,9 +125,9 @@ class PitWall:
             "last laps (f1.analytics):",
         ]
         for m in list(self.laps)[::-1]:
-            t = m.get("lap_time_s")
-            out.append(f"  lap {m.get('lap')}: {_laptime(t) if t is not None else '-'}  vmax "
-                       f"{m.get('max_speed_kph') or 0:.1f}  {m.get('flags') or ''}")
+            t, v = _number(m.get("lap_time_s")), _number(m.get("max_speed_kph"))
+            out.append(f"  lap {str(m.get('lap'))[:6]}: {_laptime(t) if t is not None else '-'}  vmax "
+                       f"{f'{v:.1f}' if v is not None else '-'}  {str(m.get('flags') or '')[:60]}")
         if not self.laps:
             out.append("  (none yet)")
         return out
@@ -143,6 +143,10 @@ def _runs(values: np.ndarray):
     edges = np.flatnonzero(values[1:] != values[:-1]) + 1
     bounds = np.concatenate(([0], edges, [len(values)]))
     return zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+
+
+def _number(x) -> float | None:
+    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) and np.isfinite(x) else None
 
 
 def _bar(x: float) -> str:
@@ -189,16 +193,31 @@ def run_watch(kafka: KafkaResource, telemetry_topic: str, analytics_topic: str, 
         next_frame = time.monotonic()
         while not stop.is_set() and (duration_s is None or time.monotonic() - t0 < duration_s):
             msgs = tele.consume(5000, timeout=max(0.0, min(period / 2, next_frame - time.monotonic())))
-            good = [m for m in msgs if m.error() is None]
+            good, types = [], []
+            for m in msgs:
+                if m.error() is not None:
+                    continue
+                try:
+                    types.append(content_type_of(m.headers(), m.value()))
+                    good.append(m)
+                except DecodeError:
+                    wall.skipped += 1
             if good:
-                batch = decoder.decode_batch([m.value() for m in good], [m.key() for m in good], [JSON] * len(good))
-                wall.skipped += len(batch.bad)
-                wall.ingest(batch.table)
+                try:  # the landing's decoder, by content type (JSON lines or Arrow blocks)
+                    batch = decoder.decode_batch([m.value() for m in good], [m.key() for m in good], types)
+                    wall.skipped += len(batch.bad)
+                    wall.ingest(batch.table)
+                except Exception:  # a screen never dies of a message: skip the fetch, count it
+                    wall.skipped += len(good)
             for m in laps.consume(100, timeout=0):
                 if m.error() is None:
                     try:
-                        wall.add_lap_summary(json.loads(m.value() or b""))
+                        msg = json.loads(m.value() or b"")
                     except ValueError:
+                        msg = None
+                    if isinstance(msg, dict):
+                        wall.add_lap_summary(msg)
+                    else:
                         wall.skipped += 1
             if time.monotonic() >= next_frame:
                 frames += 1

@@ -28,9 +28,9 @@ import pyarrow.csv as pcsv
 from aero_assets.ids import InvalidIdentifier, validate_id
 from aero_assets.rig.parse import COLUMNS, parse_raw
 
-ALIASES = {"timestamp": "ts", "time": "ts", "ts": "ts", "temperature": "temperature_c", "temperature_c": "temperature_c",
-           "pressure": "pressure_hpa", "pressure_hpa": "pressure_hpa", "uptime": "uptime_h", "uptime_h": "uptime_h",
-           "rig_id": "rig_id", "rig": "rig_id"}
+ALIASES = {"timestamp": "ts", "time": "ts", "ts": "ts", "temperature": "temperature_c",
+           "temperature_c": "temperature_c", "pressure": "pressure_hpa", "pressure_hpa": "pressure_hpa",
+           "uptime": "uptime_h", "uptime_h": "uptime_h", "rig_id": "rig_id", "rig": "rig_id"}
 REQUIRED = ("ts", "temperature_c", "pressure_hpa", "uptime_h")
 BLOCK_BYTES = 2 * 1024 * 1024  # one parse block (the reader prefetches a few): memory stays flat whatever the file size
 SNIFF_BYTES = 64 * 1024
@@ -89,7 +89,7 @@ def sniff(path: Path) -> tuple[str, list[str], bool]:
         looks_like_data = bool(names) and names[0][:1].isdigit()
         raise RejectedFile(("no header: the first line looks like data" if looks_like_data else
                             f"unrecognised header {text[:200]!r}") +
-                           f"; expected columns {', '.join(('rig_id',) + REQUIRED)} (or the seed's timestamp, "
+                           f"; expected columns {', '.join(('rig_id', *REQUIRED))} (or the seed's timestamp, "
                            "temperature, pressure, uptime)")
     return delimiter, names, bom
 
@@ -97,7 +97,7 @@ def sniff(path: Path) -> tuple[str, list[str], bool]:
 def read_rig_csv(path: Path, display_name: str, landed_ns: int, block_bytes: int = BLOCK_BYTES
                  ) -> Iterator[tuple[pa.Table, CsvReport]]:
     """Landed-schema tables, block by block; raises RejectedFile before yielding anything if unusable."""
-    delimiter, names, bom = sniff(path)
+    delimiter, names, _ = sniff(path)  # the reader skips the header line, BOM included
     mapping = {}
     for n in names:
         target = ALIASES.get(n)

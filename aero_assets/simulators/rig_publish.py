@@ -103,6 +103,6 @@ def simulate_rig(settings: Settings, *, rigs: int, interval_s: float = 360.0, ho
     bar.close()
     if producer.flush(60) > 0:
         raise RuntimeError("rig readings were not acknowledged by the broker within 60 s")
-    return {"run_id": run_id, "rigs": rigs, "readings": sent, "faults": int(len(truth)),
+    return {"run_id": run_id, "rigs": rigs, "readings": sent, "faults": len(truth),
             "anomalies_planted": int(truth["anomaly"].sum()) if "anomaly" in truth else None,
             "ground_truth": str(gt)}
