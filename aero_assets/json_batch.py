@@ -49,15 +49,19 @@ Finisher = Callable[[pa.Table, pa.Array],
                     tuple[pa.Table, np.ndarray, list[str | None] | None] | None]
 
 
-def _lines(values: list[bytes]) -> np.ndarray:
+def _lines(values: list[bytes], joined: bytes) -> np.ndarray:
     """Lines (objects, if NDJSON) of each message; a trailing newline ends the last line, it starts none.
 
-    `bytes.count` mapped over the values runs in C (memchr speed) without a temporary the size of
-    the batch, which on a 100 MB chunk cost more than the parse.
+    `joined` is `b"\\n".join(values)` (a slice of ~8 MB): its newlines are found in one vectorised
+    pass and counted per message by their positions (half the time of `bytes.count` per value).
     """
-    n = len(values)
-    inside = np.fromiter(map(bytes.count, values, itertools.repeat(b"\n", n)), dtype=np.int64, count=n)
-    trailing = np.fromiter(map(bytes.endswith, values, itertools.repeat(b"\n", n)), dtype=bool, count=n)
+    lens = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    starts = np.cumsum(lens + 1) - lens - 1
+    ends = starts + lens
+    raw = np.frombuffer(joined, np.uint8)
+    newlines = np.flatnonzero(raw == 10)
+    inside = np.searchsorted(newlines, ends) - np.searchsorted(newlines, starts)
+    trailing = (lens > 0) & (raw[np.maximum(ends - 1, 0)] == 10) if len(raw) else np.zeros(len(values), bool)
     return inside - trailing + 1
 
 
@@ -150,7 +154,7 @@ def decode_json_batch(
         if not all(vals):  # an empty message has no line: decoded alone, for its reason
             return None
         buf = b"\n".join(vals)
-        counts = _lines(vals)
+        counts = _lines(vals, buf)
         for schema in parse_schemas:
             try:
                 # blocks small enough that both cores parse, large enough to keep per-block costs low

@@ -364,8 +364,14 @@ def _read_chunk(consumer, open_parts: set[int], limit: int, byte_limit: int, idl
     idle_since = time.monotonic()
     full = False
     while open_parts - eof and not full:
-        # consume() waits for the full timeout unless it gets all it asked for: keep the timeout short
-        msgs = consumer.consume(10_000, timeout=0.05)
+        # consume() waits for the full timeout unless it gets all it asked for: keep the timeout short.
+        # With one partition left, ask for no more than its limit leaves: messages past the cut would
+        # be dropped by a seek, and the seek also throws away what the client prefetched meanwhile.
+        want = 10_000
+        reading = open_parts - eof
+        if len(reading) == 1:
+            want = max(1, min(want, limit - len(batch.get(next(iter(reading)), ()))))
+        msgs = consumer.consume(want, timeout=0.05)
         if not msgs:
             if time.monotonic() - idle_since > idle_timeout_s:
                 break
