@@ -148,15 +148,16 @@ def land_topic(
     t0 = time.perf_counter()
     topic_dir = lake_root / "landing" / topic
     result = LandingResult(topic=topic, incarnation=None)
+    probe = _IdentityProbe(kafka)
     with topic_lock(topic_dir, timeout_s=lock_timeout_s) as waited:
         result.lock_wait_seconds = waited
         # looked up under the lock: a landing that waited minutes must not land a stale incarnation
-        identity = identity if identity is not None and waited == 0 else kafka.identity(topic)
+        identity = identity if identity is not None and waited == 0 else probe.identity(topic)
         if identity is None:
             log.info("topic %s does not exist yet: nothing to land", topic)
             return result
         result.incarnation = identity.incarnation
-        _land_locked(kafka, lake_root, topic_dir, identity, decoder, result, group_id=group_id,
+        _land_locked(kafka, probe, lake_root, topic_dir, identity, decoder, result, group_id=group_id,
                      chunk_messages=chunk_messages, chunk_bytes=chunk_bytes, idle_timeout_s=idle_timeout_s,
                      after_file=after_file, before_commit=before_commit, progress=progress)
     result.seconds = time.perf_counter() - t0
@@ -218,7 +219,32 @@ def _trim_straddling_files(files: list[tuple[Path, int, int]], incarnation: str,
     return trimmed
 
 
-def _land_locked(kafka: KafkaResource, lake_root: Path, topic_dir: Path, identity: TopicIdentity,
+class _IdentityProbe:
+    """`KafkaResource.identity` with one admin client for the whole landing.
+
+    A new client per look-up costs ~50 ms (connecting to the broker twice: bootstrap, then the broker
+    it names), once at the start and once per chunk. The look-up itself is the resource's own code,
+    and every call still asks the broker (metadata and topic description are never cached), so a
+    restarted broker or a recreated topic is seen as before.
+    """
+
+    def __init__(self, kafka: KafkaResource):
+        self._kafka = kafka
+        self._admin = None
+
+    def admin(self):
+        if self._admin is None:
+            self._admin = self._kafka.admin()
+        return self._admin
+
+    def __getattr__(self, name):  # what `identity` reads besides `admin()`: `_metadata`, `bootstrap_servers`
+        return getattr(self._kafka, name)
+
+    def identity(self, topic: str) -> TopicIdentity | None:
+        return type(self._kafka).identity(self, topic)
+
+
+def _land_locked(kafka: KafkaResource, probe: _IdentityProbe, lake_root: Path, topic_dir: Path, identity: TopicIdentity,
                  decoder: Decoder, result: LandingResult, *, group_id: str, chunk_messages: int,
                  chunk_bytes: int, idle_timeout_s: float, after_file, before_commit, progress) -> None:
     topic, inc = identity.topic, identity.incarnation
@@ -272,7 +298,7 @@ def _land_locked(kafka: KafkaResource, lake_root: Path, topic_dir: Path, identit
                 result.messages += len(msgs)
                 commit.append(TopicPartition(topic, partition, last + 1))
             dlq.flush()
-            _same_incarnation(kafka, identity, files)
+            _same_incarnation(probe, identity, files)
             checkpoint.partitions.update({tp.partition: tp.offset for tp in commit})
             checkpoint.dlq_ends = dict(dlq.ends)
             checkpoint.save(topic_dir)
@@ -296,7 +322,7 @@ def _land_locked(kafka: KafkaResource, lake_root: Path, topic_dir: Path, identit
             result.dlq_repeats_skipped, result.dlq_oversized = s.repeats_skipped, s.oversized
 
 
-def _same_incarnation(kafka: KafkaResource, identity: TopicIdentity, files: list[Path]) -> None:
+def _same_incarnation(kafka: KafkaResource | _IdentityProbe, identity: TopicIdentity, files: list[Path]) -> None:
     """Stop before checkpoint and commit if the broker restarted or the topic was recreated meanwhile.
 
     A restarted broker answers on the same address: offsets read from the old one and committed
