@@ -148,15 +148,16 @@ def land_topic(
     t0 = time.perf_counter()
     topic_dir = lake_root / "landing" / topic
     result = LandingResult(topic=topic, incarnation=None)
+    probe = _IdentityProbe(kafka)
     with topic_lock(topic_dir, timeout_s=lock_timeout_s) as waited:
         result.lock_wait_seconds = waited
         # looked up under the lock: a landing that waited minutes must not land a stale incarnation
-        identity = identity if identity is not None and waited == 0 else kafka.identity(topic)
+        identity = identity if identity is not None and waited == 0 else probe.identity(topic)
         if identity is None:
             log.info("topic %s does not exist yet: nothing to land", topic)
             return result
         result.incarnation = identity.incarnation
-        _land_locked(kafka, lake_root, topic_dir, identity, decoder, result, group_id=group_id,
+        _land_locked(kafka, probe, lake_root, topic_dir, identity, decoder, result, group_id=group_id,
                      chunk_messages=chunk_messages, chunk_bytes=chunk_bytes, idle_timeout_s=idle_timeout_s,
                      after_file=after_file, before_commit=before_commit, progress=progress)
     result.seconds = time.perf_counter() - t0
@@ -218,7 +219,32 @@ def _trim_straddling_files(files: list[tuple[Path, int, int]], incarnation: str,
     return trimmed
 
 
-def _land_locked(kafka: KafkaResource, lake_root: Path, topic_dir: Path, identity: TopicIdentity,
+class _IdentityProbe:
+    """`KafkaResource.identity` with one admin client for the whole landing.
+
+    A new client per look-up costs ~50 ms (connecting to the broker twice: bootstrap, then the broker
+    it names), once at the start and once per chunk. The look-up itself is the resource's own code,
+    and every call still asks the broker (metadata and topic description are never cached), so a
+    restarted broker or a recreated topic is seen as before.
+    """
+
+    def __init__(self, kafka: KafkaResource):
+        self._kafka = kafka
+        self._admin = None
+
+    def admin(self):
+        if self._admin is None:
+            self._admin = self._kafka.admin()
+        return self._admin
+
+    def __getattr__(self, name):  # what `identity` reads besides `admin()`: `_metadata`, `bootstrap_servers`
+        return getattr(self._kafka, name)
+
+    def identity(self, topic: str) -> TopicIdentity | None:
+        return type(self._kafka).identity(self, topic)
+
+
+def _land_locked(kafka: KafkaResource, probe: _IdentityProbe, lake_root: Path, topic_dir: Path, identity: TopicIdentity,
                  decoder: Decoder, result: LandingResult, *, group_id: str, chunk_messages: int,
                  chunk_bytes: int, idle_timeout_s: float, after_file, before_commit, progress) -> None:
     topic, inc = identity.topic, identity.incarnation
@@ -239,7 +265,7 @@ def _land_locked(kafka: KafkaResource, lake_root: Path, topic_dir: Path, identit
 
         open_parts = set(positions)
         while open_parts:
-            batch, eof = _read_chunk(consumer, open_parts, chunk_messages, chunk_bytes, idle_timeout_s)
+            batch, heads, eof = _read_chunk(consumer, open_parts, chunk_messages, chunk_bytes, idle_timeout_s)
             open_parts -= eof
             if not batch:
                 if not eof:  # idle timeout without EOF: the broker stopped answering
@@ -249,7 +275,7 @@ def _land_locked(kafka: KafkaResource, lake_root: Path, topic_dir: Path, identit
             files, commit = [], []
             budget = chunk_bytes  # counted again in decoded bytes: a small message can expand a lot
             for partition, msgs in batch.items():
-                good, bad, used, n = _decode_partition(decoder, msgs, max(budget, 1))
+                good, bad, used, n = _decode_partition(decoder, msgs, heads[partition], max(budget, 1))
                 budget -= used
                 if n < len(msgs):  # over budget: the rest of the partition is read again by the next chunk
                     del msgs[n:]
@@ -272,7 +298,7 @@ def _land_locked(kafka: KafkaResource, lake_root: Path, topic_dir: Path, identit
                 result.messages += len(msgs)
                 commit.append(TopicPartition(topic, partition, last + 1))
             dlq.flush()
-            _same_incarnation(kafka, identity, files)
+            _same_incarnation(probe, identity, files)
             checkpoint.partitions.update({tp.partition: tp.offset for tp in commit})
             checkpoint.dlq_ends = dict(dlq.ends)
             checkpoint.save(topic_dir)
@@ -296,7 +322,7 @@ def _land_locked(kafka: KafkaResource, lake_root: Path, topic_dir: Path, identit
             result.dlq_repeats_skipped, result.dlq_oversized = s.repeats_skipped, s.oversized
 
 
-def _same_incarnation(kafka: KafkaResource, identity: TopicIdentity, files: list[Path]) -> None:
+def _same_incarnation(kafka: KafkaResource | _IdentityProbe, identity: TopicIdentity, files: list[Path]) -> None:
     """Stop before checkpoint and commit if the broker restarted or the topic was recreated meanwhile.
 
     A restarted broker answers on the same address: offsets read from the old one and committed
@@ -339,10 +365,9 @@ _USUAL_HEADERS = ([("content-type", JSON.encode())], [("content-type", ARROW.enc
 _USUAL_HEADER_BYTES = 64 + len("content-type") + len(ARROW)
 
 
-def _wire_size(m) -> int:
+def _wire_size(value: bytes | None, key: bytes | None, headers) -> int:
     """Bytes a message holds in memory: value, key and headers (a tombstone still has a key and headers)."""
-    size = len(m.value() or b"") + len(m.key() or b"") + 64
-    headers = m.headers()
+    size = len(value or b"") + len(key or b"") + 64
     if headers:
         if headers == _USUAL_HEADERS[0] or headers == _USUAL_HEADERS[1]:
             return size + _USUAL_HEADER_BYTES
@@ -353,16 +378,26 @@ def _wire_size(m) -> int:
 def _read_chunk(consumer, open_parts: set[int], limit: int, byte_limit: int, idle_timeout_s: float):
     """Read up to `limit` messages per partition and about `byte_limit` bytes in all.
 
-    Returns (messages by partition, partitions at EOF).
+    Returns (messages by partition, their headers by partition, partitions at EOF). The headers are
+    read once here (`Message.headers()` builds a new list on every call: ~3 us, as much as the rest
+    of a message's bookkeeping) and handed on to the decoding.
     """
     batch: dict[int, list] = defaultdict(list)
+    heads: dict[int, list] = defaultdict(list)
+    sizes: dict[int, list[int]] = defaultdict(list)
     eof: set[int] = set()
     size = 0
     idle_since = time.monotonic()
     full = False
     while open_parts - eof and not full:
-        # consume() waits for the full timeout unless it gets all it asked for: keep the timeout short
-        msgs = consumer.consume(10_000, timeout=0.05)
+        # consume() waits for the full timeout unless it gets all it asked for: keep the timeout short.
+        # With one partition left, ask for no more than its limit leaves: messages past the cut would
+        # be dropped by a seek, and the seek also throws away what the client prefetched meanwhile.
+        want = 10_000
+        reading = open_parts - eof
+        if len(reading) == 1:
+            want = max(1, min(want, limit - len(batch.get(next(iter(reading)), ()))))
+        msgs = consumer.consume(want, timeout=0.05)
         if not msgs:
             if time.monotonic() - idle_since > idle_timeout_s:
                 break
@@ -378,8 +413,12 @@ def _read_chunk(consumer, open_parts: set[int], limit: int, byte_limit: int, idl
                     raise KafkaException(err)
                 log.warning("consumer error on %s: %s", m.topic(), err)
                 continue
-            batch[m.partition()].append(m)
-            size += _wire_size(m)
+            p, h = m.partition(), m.headers()
+            w = _wire_size(m.value(), m.key(), h)
+            batch[p].append(m)
+            heads[p].append(h)
+            sizes[p].append(w)
+            size += w
         full = size >= byte_limit or any(len(v) >= limit for v in batch.values())
     if full:
         # keep at most `limit` per partition and stop at the byte budget; prefetched messages past
@@ -390,21 +429,22 @@ def _read_chunk(consumer, open_parts: set[int], limit: int, byte_limit: int, idl
                 keep = min(len(msgs), limit)
             else:
                 keep = 0
-                for m in msgs[:limit]:
+                for w in sizes[p][:limit]:
                     keep += 1
-                    budget -= _wire_size(m)
+                    budget -= w
                     if budget <= 0:
                         break
             keep = max(keep, 1)
             if keep < len(msgs):
                 del msgs[keep:]
+                del heads[p][keep:]
                 cut.add(p)
                 consumer.seek(TopicPartition(msgs[0].topic(), p, msgs[-1].offset() + 1))
         eof -= cut  # a cut partition is not at its end: the next chunk goes on reading it
-    return {p: v for p, v in batch.items() if v}, eof
+    return {p: v for p, v in batch.items() if v}, heads, eof
 
 
-def _decode_partition(decoder: Decoder, msgs: list, budget: int):
+def _decode_partition(decoder: Decoder, msgs: list, heads: list, budget: int):
     """Decode a partition's messages in order until `budget` decoded bytes are used (at least one message).
 
     Returns (tables by split value, bad messages with a reason, decoded bytes used, messages used).
@@ -412,15 +452,16 @@ def _decode_partition(decoder: Decoder, msgs: list, budget: int):
     by the chunk's wire bytes (a JSON reading decodes to fewer bytes than it takes on the wire).
     """
     if hasattr(decoder, "decode_batch"):
-        return _decode_partition_batch(decoder, msgs)
+        return _decode_partition_batch(decoder, msgs, heads)
     tables: dict[str | None, list[pa.Table]] = defaultdict(list)
     offsets: dict[str | None, list[tuple[int, int]]] = defaultdict(list)
     bad = []
     used = n = 0
-    for m in msgs:
+    for m, headers in zip(msgs, heads, strict=True):
         n += 1
         try:
-            d = decoder.decode(m.value(), m.key(), content_type_of(m.headers(), m.value()))
+            value = m.value()
+            d = decoder.decode(value, m.key(), content_type_of(headers, value))
         except DecodeError as exc:
             bad.append((m, str(exc)))
             continue
@@ -442,27 +483,33 @@ def _decode_partition(decoder: Decoder, msgs: list, budget: int):
     return out, bad, used, n
 
 
-def _decode_partition_batch(decoder, msgs: list):
-    bad, idx, values, keys, cts = [], [], [], [], []
+def _decode_partition_batch(decoder, msgs: list, heads: list):
     json_headers = _USUAL_HEADERS[0]
-    for m in msgs:
-        value, headers = m.value(), m.headers()
-        if headers == json_headers:  # the common case, without parsing the header
-            cts.append(JSON)
-        else:
-            try:
-                cts.append(content_type_of(headers, value))
-            except DecodeError as exc:
-                bad.append((m, str(exc)))
-                continue
-        idx.append(m)
-        values.append(value)
-        keys.append(m.key())
+    values = [m.value() for m in msgs]
+    if all(h == json_headers for h in heads):  # the common case: every message says JSON, nothing to parse
+        bad, idx, cts = [], msgs, [JSON] * len(msgs)
+        keys = [m.key() for m in msgs]
+        offsets = np.fromiter((m.offset() for m in msgs), dtype=np.int64, count=len(msgs))
+    else:
+        bad, idx, cts, keep = [], [], [], []
+        for i, (m, headers) in enumerate(zip(msgs, heads, strict=True)):
+            if headers == json_headers:
+                cts.append(JSON)
+            else:
+                try:
+                    cts.append(content_type_of(headers, values[i]))
+                except DecodeError as exc:
+                    bad.append((m, str(exc)))
+                    continue
+            idx.append(m)
+            keep.append(i)
+        values = [values[i] for i in keep]
+        keys = [m.key() for m in idx]
+        offsets = np.fromiter((m.offset() for m in idx), dtype=np.int64, count=len(idx))
     out: dict[str | None, pa.Table] = {}
     if idx:
         d = decoder.decode_batch(values, keys, cts)
         bad.extend((idx[i], reason) for i, reason in d.bad)
-        offsets = np.fromiter((m.offset() for m in idx), dtype=np.int64, count=len(idx))
         table = d.table.append_column("_offset", pa.array(offsets[d.message_index]))
         if d.splits is None:
             if table.num_rows:

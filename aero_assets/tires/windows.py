@@ -78,8 +78,11 @@ class _Partials:
         p = _floats(batch.column("pressure_kpa"))
         t = _floats(batch.column("temperature_c"))
         cells = (int(vehicle.max()) + 1) * 4 * span
-        if cells <= _MAX_DENSE_CELLS:  # int32 groups: half the memory traffic of int64
-            group = (vehicle * 4 + tire) * np.int32(span) + (minute - lo).astype(np.int32)
+        if cells <= _MAX_DENSE_CELLS:
+            # intp groups: `bincount` and `ufunc.at` convert any other index type to intp on every call
+            # (measured per 1 Mi rows: 28 ms for the scatter with int32 groups, 16 ms with intp ones)
+            group = minute - lo
+            group += (vehicle * 4 + tire).astype(np.intp) * span
             self.parts.append(_dense(group, cells, p, t, span, lo))
         else:  # a chunk spread over a long time: sort its groups instead of a huge dense array
             group = (vehicle.astype(np.int64) * 4 + tire) * span + (minute - lo)
