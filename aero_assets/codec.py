@@ -338,23 +338,40 @@ class RunEventsDecoder:
         return Decoded(pa.table(row, schema=self.schema), run_id)
 
 
-def json_ts_column(col: pa.ChunkedArray | pa.Array) -> pa.Array | None:
-    """A `ts` column parsed by a batch JSON reader (ISO strings or epoch ms) as timestamp[ns, UTC].
+_MAX_EPOCH_MS = 9_000_000_000_000  # year 2255: below it ms * 10**6 fits an int64; beyond, decided one by one
 
-    None when the column cannot be converted as a whole (a naive or malformed time, a non-finite or
-    out-of-range number): the batch path then isolates the culprit message, whose reason comes from
-    `parse_ts_ns` on the per-message path.
+
+def json_ts_column(col: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray | None] | None:
+    """A `ts` column from a batch JSON reader as timestamp[ns, UTC], exactly as `parse_ts_ns` reads each value.
+
+    Returns (timestamps, rows known to match the per-message path or None for all of them), or None
+    when the column cannot be converted as a whole (a naive or malformed time): the batch path then
+    isolates the culprit, whose reason comes from `parse_ts_ns`.
+    - ISO strings: `datetime.fromisoformat` keeps microseconds, so digits beyond are truncated here too;
+    - integer epoch ms: exact in int64 (never through float64, which is 128 ns coarse at today's times);
+    - float epoch ms: rounded as `parse_ts_ns` does; an integral value may have been an integer literal
+      (an exact product), so where the two would differ the row is decided alone.
     """
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
     if pa.types.is_string(col.type):
         try:
-            return pc.cast(col, TS_TYPE)
+            ts = pc.cast(col, TS_TYPE)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
+        ns = np.asarray(pc.fill_null(ts.cast(pa.int64()), 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+        if np.any(ns % 1000):
+            ts = pa.array(ns // 1000 * 1000, mask=~np.asarray(ts.is_valid())).cast(TS_TYPE)
+        return ts, None
+    if pa.types.is_integer(col.type):
+        ms = np.asarray(pc.fill_null(col, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+        exact = np.asarray(col.is_valid()) & (np.abs(ms) <= _MAX_EPOCH_MS)
+        return pa.array(np.where(exact, ms, 0) * 1_000_000, mask=~exact).cast(TS_TYPE), exact
     ms = np.asarray(pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        fine = np.isfinite(ms) & (np.abs(ms) <= 9.2e15)
-    if not fine.all():
-        return None
-    return pa.array(np.round(ms * 1_000_000).astype(np.int64)).cast(TS_TYPE)
+        exact = np.isfinite(ms) & (np.abs(ms) <= _MAX_EPOCH_MS)
+    ms = np.where(exact, ms, 0.0)
+    ns = np.round(ms * 1_000_000).astype(np.int64)
+    integral = ms == np.floor(ms)
+    exact &= ~integral | (ns == ms.astype(np.int64) * 1_000_000)
+    return pa.array(ns, mask=~exact).cast(TS_TYPE), exact

@@ -92,7 +92,9 @@ R_TS = f"ts is before 2000 or more than {MAX_FUTURE_S // 60} minutes in the futu
 
 _PARSE_ISO = pa.schema([("session_id", pa.string()), ("ts", pa.string()),
                         *[(c, pa.int64()) for c in INTS], *[(c, pa.float64()) for c in FLOATS]])
-# epoch ms first: what the simulator and most loggers send; an ISO producer costs one failed parse per slice
+# integer epoch ms first: what the simulator and most loggers send (exact in int64); an ISO producer costs one
+# failed parse per slice; float epoch ms last
+_PARSE_EPOCH_MS_INT = _PARSE_ISO.set(1, pa.field("ts", pa.int64()))
 _PARSE_EPOCH_MS = _PARSE_ISO.set(1, pa.field("ts", pa.float64()))
 
 
@@ -227,20 +229,23 @@ class F1TelemetryDecoder:
         now = self._clock_ns()
 
         def finish(parsed: pa.Table, row_keys: pa.Array):
-            ts = json_ts_column(parsed["ts"])
-            if ts is None:
+            converted = json_ts_column(parsed["ts"])
+            if converted is None:
                 return None
+            ts, exact = converted
             ts_ns = np.asarray(pc.fill_null(ts.cast(pa.int64()), np.iinfo(np.int64).min).to_numpy(
                 zero_copy_only=False), dtype=np.int64)
             session = parsed["session_id"].combine_chunks()
             cols = {c: _f64(parsed[c]) for c in (*INTS, *FLOATS)}
             ok, _ = validate(cols, session, row_keys, ts_ns, now)
+            if exact is not None:
+                ok &= exact
             table = _table(session, ts, cols) if ok.all() else _table(
                 session, ts, {c: np.where(ok, v, 0) for c, v in cols.items()})
             return table, ok, session.to_pylist()
 
-        return decode_json_batch(values, keys, content_types, parse_schemas=[_PARSE_EPOCH_MS, _PARSE_ISO],
-                                 finish=finish, decode_one=self.decode, empty=self._empty, max_lines=MAX_LINES)
+        return decode_json_batch(values, keys, content_types,
+                                 parse_schemas=[_PARSE_EPOCH_MS_INT, _PARSE_ISO, _PARSE_EPOCH_MS], finish=finish, decode_one=self.decode, empty=self._empty, max_lines=MAX_LINES)
 
 
 def _objects(value: bytes) -> list[dict]:

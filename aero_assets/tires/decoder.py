@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from aero_assets.codec import JSON, TS_TYPE, Decoded, DecodeError, parse_float, parse_ts_ns
+from aero_assets.codec import JSON, TS_TYPE, Decoded, DecodeError, json_ts_column, parse_float, parse_ts_ns
 from aero_assets.ids import InvalidIdentifier, validate_id
 from aero_assets.json_batch import BatchDecoded, decode_json_batch
 
@@ -46,7 +46,6 @@ _PARSE_ISO = pa.schema([("vehicle_id", pa.string()), ("tire", pa.string()), ("pr
 # literal is exact in the per-message path (int * 10**6) where a float is not (float * 1e6, rounded)
 _PARSE_EPOCH_MS_INT = _PARSE_ISO.set(4, pa.field("ts", pa.int64()))
 _PARSE_EPOCH_MS = _PARSE_ISO.set(4, pa.field("ts", pa.float64()))
-_MAX_EPOCH_MS = 9_000_000_000_000  # year 2255: below it ms * 10**6 fits an int64; beyond, decided one by one
 
 
 R_VEHICLE = "vehicle_id is missing or not a safe id (1-128 letters, digits, _ . -)"
@@ -195,32 +194,10 @@ class TireReadingsDecoder:
         now = self._clock_ns()
 
         def finish(parsed: pa.Table, row_keys: pa.Array):
-            exact = None  # rows whose ts is known to equal the per-message path's (None: all of them)
-            ts_type = parsed.schema.field("ts").type
-            if pa.types.is_string(ts_type):
-                try:
-                    ts = pc.cast(parsed["ts"], TS_TYPE)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a naive or malformed time: find it alone
-                    return None
-                # `datetime.fromisoformat` keeps microseconds (further digits are truncated): so does the batch
-                ns = np.asarray(pc.fill_null(ts.cast(pa.int64()), 0).to_numpy(zero_copy_only=False), dtype=np.int64)
-                if np.any(ns % 1000):
-                    ts = pa.array(ns // 1000 * 1000, mask=~np.asarray(ts.is_valid())).cast(TS_TYPE)
-            elif pa.types.is_integer(ts_type):
-                ms = np.asarray(pc.fill_null(parsed["ts"], 0).to_numpy(zero_copy_only=False), dtype=np.int64)
-                exact = np.asarray(parsed["ts"].is_valid()) & (np.abs(ms) <= _MAX_EPOCH_MS)
-                ts = pa.array(np.where(exact, ms, 0) * 1_000_000, mask=~exact).cast(TS_TYPE)
-            else:
-                # a float literal: float * 1e6, rounded, as `parse_ts_ns` does; an integral value may have
-                # been an integer literal (exact product), so where the two differ the row is decided alone
-                ms = _float_column(parsed["ts"])
-                with np.errstate(invalid="ignore"):
-                    exact = np.isfinite(ms) & (np.abs(ms) <= _MAX_EPOCH_MS)
-                ms = np.where(exact, ms, 0.0)
-                ns = np.round(ms * 1_000_000).astype(np.int64)
-                integral = ms == np.floor(ms)
-                exact &= ~integral | (ns == ms.astype(np.int64) * 1_000_000)
-                ts = pa.array(ns, mask=~exact).cast(TS_TYPE)
+            converted = json_ts_column(parsed["ts"])
+            if converted is None:  # a naive or malformed time: find it alone
+                return None
+            ts, exact = converted  # exact: rows whose ts is known to equal the per-message path's (None: all)
             ts_ns = np.asarray(pc.fill_null(ts.cast(pa.int64()), np.iinfo(np.int64).min).to_numpy(
                 zero_copy_only=False), dtype=np.int64)
             vehicle, tire = parsed["vehicle_id"].combine_chunks(), parsed["tire"].combine_chunks()
