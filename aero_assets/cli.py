@@ -97,7 +97,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     return run_demo(load_settings(), ui_port=args.port, runs=args.runs, duration_s=args.duration,
                     interval_s=args.interval, fault_rate=args.fault_rate, reuse_broker=args.reuse_broker,
-                    vehicles=args.vehicles, f1_laps=args.f1_laps)
+                    vehicles=args.vehicles, f1_laps=args.f1_laps, rigs=args.rigs)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -120,6 +120,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         figures = bench_tires(readings=args.readings, input_path=Path(args.input) if args.input else None,
                               latency_seconds=args.latency_seconds)
+    elif args.name == "rig":
+        from aero_assets.bench.rig import bench_rig
+
+        figures = bench_rig(rows=args.rows)
     elif args.name == "f1":
         from pathlib import Path
 
@@ -260,10 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "data); without it the demo refuses to start on one it did not start")
     d.add_argument("--vehicles", type=int, default=20, help="tire fleet size (0: no tire fleet)")
     d.add_argument("--f1-laps", type=int, default=10, help="flying laps per F1 session at real time (0: no car)")
+    d.add_argument("--rigs", type=int, default=2, help="simulated propulsion rigs (0: none, and no CSV)")
     d.set_defaults(fn=cmd_demo)
 
     be = sub.add_parser("bench", help="measure Aero against its baseline; last line is JSON")
-    be.add_argument("name", choices=["ingest", "qc", "windtunnel", "tires", "f1"])
+    be.add_argument("name", choices=["ingest", "qc", "windtunnel", "tires", "f1", "rig"])
     be.add_argument("--samples", type=int, default=5_000_000, help="ingest: samples landed by Aero")
     be.add_argument("--baseline-samples", type=int, default=200_000, help="ingest: samples landed by the baseline")
     be.add_argument("--runs", type=int, default=40, help="qc: simulated runs scored")
@@ -276,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="tires: seconds of paced live traffic (0: skip)")
     be.add_argument("--laps", type=_positive_int, default=5000, help="f1: laps in the summary benchmark's file")
     be.add_argument("--sim-laps", type=_positive_int, default=20, help="f1: laps the simulator publishes (fast)")
+    be.add_argument("--rows", type=_positive_int, default=10_000_000, help="rig: simulated readings processed")
     be.set_defaults(fn=cmd_bench)
     return p
 

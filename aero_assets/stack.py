@@ -213,8 +213,36 @@ def start_f1_sessions(settings: Settings, kafka: KafkaResource, laps: int, stop:
     return thread
 
 
+def start_rigs(settings: Settings, kafka: KafkaResource, rigs: int, stop: threading.Event) -> threading.Thread:
+    """The rig side of the demo: `rigs` rigs with the last 24 h published at once and the next 24 h at the
+    seed's 6-minute cadence, and one CSV of another rig dropped into the inbox (with a few bad lines)."""
+    from aero_assets.rig.simulate import simulate_rigs
+    from aero_assets.simulators.rig_publish import simulate_rig, write_csv
+
+    inbox = settings.home / "inbox" / "rig"
+    csv_rig = f"rig-{rigs + 1:02d}"
+    readings, _ = simulate_rigs(1, time.time_ns() - 12 * 3_600_000_000_000, 12.0, faults=False, seed=7)
+    path = write_csv(readings, inbox / f".{csv_rig}__demo.tmp")
+    with path.open("a") as fh:  # what a hand-edited export looks like: a typo, a short line
+        late = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        fh.write(f"{late},n/a,1012.0,1.0\n{late},55.0\n")
+    path.replace(inbox / f"{csv_rig}__demo.csv")
+
+    def run() -> None:
+        try:
+            simulate_rig(settings, rigs=rigs, hours=48.0, backfill_h=24.0, faults=True, seed=11, kafka=kafka,
+                         progress=False, stop=stop)
+        except Exception as exc:  # the other domains go on; say why the rigs stopped
+            print(f"aero demo: the rig simulator stopped: {exc}", file=sys.stderr, flush=True)
+
+    thread = threading.Thread(target=run, name="rigs", daemon=True)
+    thread.start()
+    return thread
+
+
 def run_demo(settings: Settings, *, ui_port: int, runs: int, duration_s: float, interval_s: float,
-             fault_rate: float, reuse_broker: bool = False, vehicles: int = 20, f1_laps: int = 10) -> int:
+             fault_rate: float, reuse_broker: bool = False, vehicles: int = 20, f1_laps: int = 10,
+             rigs: int = 2) -> int:
     stop = stop_event()
     if port_is_open("127.0.0.1", ui_port):
         print(f"aero demo: port {ui_port} is already in use (a Dagster UI left from an earlier demo?). "
@@ -263,6 +291,12 @@ def run_demo(settings: Settings, *, ui_port: int, runs: int, duration_s: float, 
                   f"an out-lap and {f1_laps} laps); each completed lap is summarised (Catalog > f1) and published "
                   f"once to {settings.topics.f1_analytics}. Watch it live: `.venv/bin/aero watch f1` in another "
                   "terminal.", flush=True)
+        if rigs:
+            start_rigs(settings, kafka, rigs, stop)
+            print(f"aero demo: {rigs} propulsion rigs report on {settings.topics.rig_readings} (24 h of history, "
+                  f"then every 6 minutes) and a CSV of rig-{rigs + 1:02d} is in {settings.home / 'inbox' / 'rig'}; "
+                  "clean readings, anomalies and KPIs per day appear by themselves (Catalog > rig). Drop more CSVs "
+                  "there (header timestamp,temperature,pressure,uptime).", flush=True)
         next_at = time.monotonic()
         batch = runs
         session = f"wt-{datetime.now(UTC):%Y%m%d-%H%M%S}"
