@@ -3,8 +3,8 @@
 The point of the simulator is to make the detector's precision and recall *measurable*, so the
 normal signal is built to be boring in exactly the way the detector assumes:
 
-* each rig runs a slow operating cycle (idle, warm-up, steady run, cool-down) of 8-14 h, with
-  smooth (cosine) transitions over 1-2 h, so a centered rolling median of 15 readings (1.5 h)
+* each rig runs a slow operating cycle (idle, warm-up, steady run, cool-down) of 10-16 h, with
+  smooth (cosine) transitions over 2-3 h, so a centered rolling median of 11 readings (66 min)
   follows the signal: on a straight or gently curved stretch the median sits on the reading;
 * the measurement noise is SMALL AND BOUNDED: uniform noise (+-0.15 degC, +-0.4 hPa) quantised
   to the sensor resolution (0.1). For bounded uniform noise the largest deviation is only about
@@ -39,8 +39,8 @@ _SIGNAL_COLUMN = {"temperature": "temperature_c", "pressure": "pressure_hpa", "u
 
 def _level_exact(u: np.ndarray) -> np.ndarray:
     """Load level 0..1 over one operating cycle at phase `u` in [0, 1): idle, warm-up, run, cool-down, idle."""
-    up = np.clip((u - 0.15) / 0.15, 0.0, 1.0)
-    down = np.clip((u - 0.80) / 0.15, 0.0, 1.0)
+    up = np.clip((u - 0.10) / 0.20, 0.0, 1.0)
+    down = np.clip((u - 0.75) / 0.20, 0.0, 1.0)
     return 0.5 * (1.0 - np.cos(np.pi * up)) - 0.5 * (1.0 - np.cos(np.pi * down))
 
 
@@ -99,7 +99,7 @@ def simulate_rigs(
 
     # Per-rig constants (broadcast over the time axis).
     offset_ns = rng.integers(0, max(interval_ns // 4, 1), size=rigs)
-    period_h = rng.uniform(8.0, 14.0, size=rigs)
+    period_h = rng.uniform(10.0, 16.0, size=rigs)
     phase = rng.uniform(0.0, 1.0, size=rigs)
     t_idle, t_run = rng.uniform(38.0, 45.0, size=rigs), rng.uniform(64.0, 72.0, size=rigs)
     p_idle, p_run = rng.uniform(990.0, 1005.0, size=rigs), rng.uniform(1035.0, 1052.0, size=rigs)
@@ -109,7 +109,7 @@ def simulate_rigs(
     k = np.arange(n, dtype=np.int64)[:, None]
     t_h = k * (interval_s / 3600.0) + offset_ns / (3600.0 * NS_PER_S)
     level = _level(np.mod(t_h / period_h + phase, 1.0))
-    temp = t_idle + (t_run - t_idle) * level + 0.8 * level * np.sin(2 * np.pi * t_h / 3.0 + wander[0])
+    temp = t_idle + (t_run - t_idle) * level + 0.6 * level * np.sin(2 * np.pi * t_h / 8.0 + wander[0])
     pres = p_idle + (p_run - p_idle) * level + 4.0 * np.sin(2 * np.pi * t_h / 30.0 + wander[1])
     running = level > 0.02
     uptime = uptime0 + np.cumsum(running, axis=0) * (interval_s / 3600.0)
