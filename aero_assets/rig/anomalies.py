@@ -17,18 +17,22 @@ differs only where the baseline bends, and costs two median filters instead of a
 
 WINDOW = 11 readings (66 min at the 6-minute cadence): long enough that two spikes a few readings
 apart are a small minority of any window (2 of 11, 4 would still be tolerated), short enough that
-the median follows a 2-3 h warm-up or cool-down instead of cutting its corners. epsilon is a noise floor (0.5 degC, 1.5 hPa): on a
-flat quantised stretch most deviations are exactly 0, the MAD is 0, and without a floor a
-one-quantum wobble would score z = inf; and where a warm-up bends, the median lags the reading by
-a few tenths while the MAD stays tiny. The floor is far below a real spike (>= 8 degC, 60 hPa).
+the median follows a 2-3 h warm-up or cool-down instead of cutting its corners.
+
+epsilon is a noise floor (0.5 degC, 1.5 hPa): on a flat quantised stretch most deviations are
+exactly 0, the MAD is 0, and without a floor a one-quantum wobble would score z = inf; and where a
+warm-up bends, the median lags the reading by a few tenths while the MAD stays tiny. The floor is
+far below a real spike (>= 8 degC, 60 hPa).
 Drift is slow, so the median follows it and z stays small: drift is caught by the absolute limits.
 
-At the ends of a rig's series the window is padded by a point reflection (see `_edge_pad`); pass the previous day's tail as `context`
-so a day's first readings get a full real window (the context rows feed the baseline only).
+At the ends of a rig's series the window is padded by a point reflection (see `_edge_pad`); pass
+the previous day's tail as `context` so a day's first readings get a full real window (the context
+rows feed the baseline only).
 """
 
 from __future__ import annotations
 
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -86,7 +90,7 @@ def robust_z(x: np.ndarray, bounds: np.ndarray, window: int, epsilon: float) -> 
     A loop over segments (rigs), each a contiguous slice handed to scipy's C median filter.
     """
     z = np.zeros(x.size, dtype=np.float64)
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+    for lo, hi in itertools.pairwise(bounds):
         seg = x[lo:hi]
         if seg.size < 2:
             continue  # one reading is its own median: z = 0

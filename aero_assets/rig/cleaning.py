@@ -81,11 +81,8 @@ def sort_by_rig_ts(codes: np.ndarray, ts: np.ndarray, rows: np.ndarray) -> np.nd
 
 
 def _missing_reason(sub: pa.Table) -> pa.Array:
-    parts = [
-        pc.if_else(
-            pc.fill_null(pc.equal(sub["rig_id"], ""), True), pa.scalar("rig_id is missing"), pa.scalar(None, pa.string())
-        )
-    ]
+    no_rig = pc.fill_null(pc.equal(sub["rig_id"], ""), True)
+    parts = [pc.if_else(no_rig, pa.scalar("rig_id is missing"), pa.scalar(None, pa.string()))]
     for name in ("ts", *SIGNALS):
         parts.append(pc.if_else(pc.is_null(sub[name]), pa.scalar(f"{name} is null"), pa.scalar(None, pa.string())))
     return _join(parts)
