@@ -147,7 +147,8 @@ def clean(table: pa.Table, bounds: PhysicalBounds | None = None) -> tuple[pa.Tab
     candidates = np.flatnonzero(code == _CLEAN)
     ordered = sort_by_rig_ts(codes, ts, candidates)
     same = (codes[ordered[1:]] == codes[ordered[:-1]]) & (ts[ordered[1:]] == ts[ordered[:-1]])
-    is_dup = np.concatenate([[False], same])
+    is_dup = np.zeros(ordered.size, dtype=bool)  # (not concatenate([False], ...): no candidates at all is fine)
+    is_dup[1:] = same
     run_start = np.maximum.accumulate(np.where(is_dup, 0, np.arange(ordered.size)))
     dup_rows = ordered[is_dup]
     first_of = np.full(n, -1, dtype=np.int64)
