@@ -128,6 +128,7 @@ def test_score_with_context_gives_a_days_first_rows_the_z_of_both_days_scored_to
 
 def _hostile_table(rng: np.random.Generator, n: int) -> pa.Table:
     """Random landed rows: nulls anywhere (sometimes a whole column), NaN/inf/huge values, resent keys."""
+
     def maybe_null(values: list, p: float) -> list:
         if rng.random() < 0.15:
             return [None] * n
@@ -136,6 +137,7 @@ def _hostile_table(rng: np.random.Generator, n: int) -> pa.Table:
     rigs = [rng.choice(["rig-01", "rig-02", "", "RIG-9"]) for _ in range(n)]
     ts = [int(START + rng.integers(0, 6) * STEP) for _ in range(n)]
     specials = [np.nan, np.inf, -np.inf, 1e300, -1e300, -300.0, 0.0, 50_000.0]
+
     def values(lo: float, hi: float) -> list:
         return [float(rng.choice(specials)) if rng.random() < 0.2 else float(rng.uniform(lo, hi)) for _ in range(n)]
 
@@ -214,8 +216,11 @@ def test_duplicates_keep_the_first_in_landing_order_and_the_reason_names_its_ori
     assert dups.num_rows == len(expected) > 0
     first = readings.drop_duplicates(["rig_id", "ts"], keep="first").set_index(["rig_id", "ts"])["origin_seq"]
     for rig, ts, reason, origin in zip(
-        dups["rig_id"].to_pylist(), pc.cast(dups["ts"], pa.int64()).to_pylist(), dups["reason"].to_pylist(),
-        dups["origin"].to_pylist(), strict=True,
+        dups["rig_id"].to_pylist(),
+        pc.cast(dups["ts"], pa.int64()).to_pylist(),
+        dups["reason"].to_pylist(),
+        dups["origin"].to_pylist(),
+        strict=True,
     ):  # a loop over the few duplicates of a test, not a data path
         first_seq = int(first.loc[(rig, ts)])
         assert reason == f"duplicate of rig.readings/0/{first_seq}"

@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy.ndimage import median_filter
 
-from aero_assets.rig.cleaning import _lex_rig_codes, sort_by_rig_ts
+from aero_assets.rig.cleaning import join_parts, lex_rig_codes, sort_by_rig_ts
 from aero_assets.rig.schema import CLEAN_SCHEMA
 
 WINDOW = 11
@@ -112,7 +112,12 @@ def _segments(codes: np.ndarray) -> np.ndarray:
 
 
 def _reason(
-    z_t: np.ndarray, z_p: np.ndarray, hot: np.ndarray, high: np.ndarray, t_alert_z: np.ndarray, p_alert_z: np.ndarray,
+    z_t: np.ndarray,
+    z_p: np.ndarray,
+    hot: np.ndarray,
+    high: np.ndarray,
+    t_alert_z: np.ndarray,
+    p_alert_z: np.ndarray,
     th: Thresholds,
 ) -> pa.Array:
     """'temperature z=+7.3; pressure > 1100 hPa' for alerted rows, '' elsewhere; text built only for alerted rows."""
@@ -130,9 +135,7 @@ def _reason(
         ztxt = pc.if_else(pa.array(flag_z[rows]), ztxt, pa.scalar(None, pa.string()))
         parts.append(ztxt)
         parts.append(pc.if_else(pa.array(over[rows]), pa.scalar(limit), pa.scalar(None, pa.string())))
-    from aero_assets.rig.cleaning import _join
-
-    text = _join(parts) if rows.size else pa.array([], pa.string())
+    text = join_parts(parts) if rows.size else pa.array([], pa.string())
     out = np.full(n, -1, dtype=np.int64)
     out[rows] = np.arange(rows.size)
     # Expand through a dictionary: index -1 (no alert) -> '' at the end of the dictionary.
@@ -162,7 +165,7 @@ def score(
     if n == 0:
         return SCORED_SCHEMA.empty_table()
 
-    codes, _ = _lex_rig_codes(clean["rig_id"])
+    codes, _ = lex_rig_codes(clean["rig_id"])
     ts = clean["ts"].cast(pa.int64()).to_numpy()
     ordered = np.arange(n)
     if n_ctx or not _is_sorted(codes, ts):

@@ -54,7 +54,7 @@ def _to_numpy(col: pa.ChunkedArray | pa.Array, fill: float | int) -> np.ndarray:
     return col.fill_null(fill).to_numpy() if col.null_count else col.to_numpy()
 
 
-def _lex_rig_codes(rig_id: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+def lex_rig_codes(rig_id: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     """Integer codes of rig_id in lexicographic order (-1 for null) and the sorted dictionary.
 
     Dictionary encoding numbers rigs by first appearance; re-ranking the (small) dictionary makes
@@ -86,7 +86,7 @@ def _missing_reason(sub: pa.Table) -> pa.Array:
     parts = [pc.if_else(no_rig, pa.scalar("rig_id is missing"), pa.scalar(None, pa.string()))]
     for name in ("ts", *SIGNALS):
         parts.append(pc.if_else(pc.is_null(sub[name]), pa.scalar(f"{name} is null"), pa.scalar(None, pa.string())))
-    return _join(parts)
+    return join_parts(parts)
 
 
 def _impossible_reason(sub: pa.Table, bounds: PhysicalBounds) -> pa.Array:
@@ -99,10 +99,10 @@ def _impossible_reason(sub: pa.Table, bounds: PhysicalBounds) -> pa.Array:
             f"{name} ", pc.cast(value, pa.string()), f" {_UNIT[name]} is outside {lo:g}..{hi:g} {_UNIT[name]}", ""
         )
         parts.append(pc.if_else(pc.fill_null(pc.invert(inside), False), text, pa.scalar(None, pa.string())))
-    return _join(parts)
+    return join_parts(parts)
 
 
-def _join(parts: list) -> pa.Array:
+def join_parts(parts: list) -> pa.Array:
     """Join the non-null parts with "; ".
 
     Built by hand because binary_join_element_wise(null_handling="skip") returns an empty array
@@ -143,7 +143,7 @@ def clean(table: pa.Table, bounds: PhysicalBounds | None = None) -> tuple[pa.Tab
         impossible |= ~((x >= lo) & (x <= hi))  # NaN fails both comparisons: impossible too
     code[(code == _CLEAN) & impossible & ~missing_np] = _IMPOSSIBLE
 
-    codes, dictionary = _lex_rig_codes(table["rig_id"])
+    codes, dictionary = lex_rig_codes(table["rig_id"])
     ts = _to_numpy(table["ts"].cast(pa.int64()), 0)
     candidates = np.flatnonzero(code == _CLEAN)
     ordered = sort_by_rig_ts(codes, ts, candidates)
