@@ -149,17 +149,18 @@ def clean(table: pa.Table, bounds: PhysicalBounds | None = None) -> tuple[pa.Tab
     ts = _to_numpy(table["ts"].cast(pa.int64()), 0)
     candidates = np.flatnonzero(code == _CLEAN)
     ordered = sort_by_rig_ts(codes, ts, candidates)
-    same = (codes[ordered[1:]] == codes[ordered[:-1]]) & (ts[ordered[1:]] == ts[ordered[:-1]])
+    rig_sorted, ts_sorted = codes[ordered], ts[ordered]  # gathered once, reused for the clean columns
     is_dup = np.zeros(ordered.size, dtype=bool)  # (not concatenate([False], ...): no candidates at all is fine)
-    is_dup[1:] = same
-    run_start = np.maximum.accumulate(np.where(is_dup, 0, np.arange(ordered.size)))
-    dup_rows = ordered[is_dup]
+    is_dup[1:] = (rig_sorted[1:] == rig_sorted[:-1]) & (ts_sorted[1:] == ts_sorted[:-1])
+    dup_pos = np.flatnonzero(is_dup)
     first_of = np.full(n, -1, dtype=np.int64)
-    first_of[dup_rows] = ordered[run_start[is_dup]]
-    code[dup_rows] = _DUPLICATE
-
-    keep = ordered[~is_dup]
-    clean_table = _take_clean(table, keep, codes, dictionary, ts, values)
+    if dup_pos.size:  # the first of a run of equal keys is the last non-duplicate at or before it
+        firsts = np.flatnonzero(~is_dup)
+        first_of[ordered[dup_pos]] = ordered[firsts[np.searchsorted(firsts, dup_pos, side="right") - 1]]
+        code[ordered[dup_pos]] = _DUPLICATE
+        keep_mask = ~is_dup
+        ordered, rig_sorted, ts_sorted = ordered[keep_mask], rig_sorted[keep_mask], ts_sorted[keep_mask]
+    clean_table = _take_clean(table, ordered, rig_sorted, dictionary, ts_sorted, values)
 
     quarantined = np.flatnonzero(code != _CLEAN)
     sub = table.take(pa.array(quarantined))
@@ -181,9 +182,11 @@ def clean(table: pa.Table, bounds: PhysicalBounds | None = None) -> tuple[pa.Tab
 
 
 def _take_clean(
-    table: pa.Table, keep: np.ndarray, codes: np.ndarray, dictionary: pa.Array, ts: np.ndarray, values: dict
+    table: pa.Table, keep: np.ndarray, rig_codes: np.ndarray, dictionary: pa.Array, ts: np.ndarray, values: dict
 ) -> pa.Table:
     """The clean columns at rows `keep` (a permutation to (rig_id, ts) order, minus dropped rows).
+
+    `rig_codes` and `ts` are already gathered at `keep`; `values` are the signals in landing order.
 
     This gather is most of cleaning's cost, so each column takes its cheapest road: numbers are
     gathered by NumPy from arrays already in hand, rig_id and day are rebuilt from small
@@ -196,8 +199,8 @@ def _take_clean(
         day = pc.dictionary_encode(table["day"]).combine_chunks()
         day_idx = _to_numpy(day.indices, 0)[keep]
         columns = [
-            pa.DictionaryArray.from_arrays(pa.array(codes[keep].astype(np.int32)), dictionary).cast(pa.string()),
-            pa.array(ts[keep]).cast(CLEAN_SCHEMA.field("ts").type),
+            pa.DictionaryArray.from_arrays(pa.array(rig_codes.astype(np.int32)), dictionary).cast(pa.string()),
+            pa.array(ts).cast(CLEAN_SCHEMA.field("ts").type),
             *(pa.array(values[name][keep]) for name in SIGNALS),
             origin.result(),
             pa.DictionaryArray.from_arrays(pa.array(day_idx), day.dictionary).cast(pa.string()),
