@@ -203,7 +203,8 @@ def test_cleaning_reasons_name_the_field_and_value_and_the_first_check_wins() ->
         "unparseable: ts 'yesterday' is not a timestamp",
         "rig_id is missing",
         "temperature_c is null",
-        "temperature_c -300 °C is outside -60..300 °C; pressure_hpa 50000 hPa is outside 0..3000 hPa",
+        "physically impossible: temperature_c -300 °C is outside -60..300 °C; "
+        "pressure_hpa 50000 hPa is outside 0..3000 hPa",
     ]
 
 

@@ -173,7 +173,7 @@ def clean(table: pa.Table, bounds: PhysicalBounds | None = None) -> tuple[pa.Tab
             for x in (
                 pc.binary_join_element_wise("unparseable: ", sub["problems"].fill_null(""), ""),
                 _missing_reason(sub),
-                _impossible_reason(sub, bounds),
+                pc.binary_join_element_wise("physically impossible: ", _impossible_reason(sub, bounds), ""),
                 pc.binary_join_element_wise("duplicate of ", first_origin, ""),
             )
         ),
