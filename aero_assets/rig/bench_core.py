@@ -2,6 +2,13 @@
 
 `python -m aero_assets.rig.bench_core [rigs] [hours]` simulates, lands, then times this call three
 times and prints the median (simulation and landing are not timed: they stand for Kafka).
+
+Where the time goes on 10 M readings (100 rigs x 10 000 h), roughly: cleaning 45 % (the one
+permutation of every column into (rig_id, ts) order, origin strings above all), scoring 40 %
+(four median filters: median and MAD for two signals), KPIs 5 %, and a large share of system time
+spent faulting in fresh pages for the ~80 MB temporaries; glibc returns big blocks to the OS on
+every free, so `MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=17179869184` (keep the
+heap) cuts the system time by about two thirds in a long-lived worker.
 """
 
 from __future__ import annotations
