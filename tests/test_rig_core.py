@@ -230,6 +230,22 @@ def test_duplicates_keep_the_first_in_landing_order_and_the_reason_names_its_ori
     assert {f"rig.readings/0/{s}" for s in first.to_numpy()} >= kept
 
 
+def test_a_resent_reading_with_other_values_keeps_the_first_landed_values() -> None:
+    base = landed_table(simulate_rigs(rigs=1, start_ns=START, hours=1, faults=False, seed=1)[0])
+    resend = base.slice(2, 1)
+    resend = resend.set_column(2, "temperature_c", pa.array([99.0])).set_column(
+        6, LANDED_SCHEMA.field("origin"), pa.array(["late/1"])
+    )
+    earlier = base.slice(0, 1).set_column(6, LANDED_SCHEMA.field("origin"), pa.array(["early/0"]))
+    table = pa.concat_tables([base.slice(0, 5), resend, base.slice(5)])
+    table = pa.concat_tables([earlier, table])  # an exact copy of reading 0 landed before it
+    good, bad = clean(table)
+    assert good.num_rows == base.num_rows
+    assert 99.0 not in good["temperature_c"].to_pylist()
+    assert bad["reason"].to_pylist() == ["duplicate of early/0", "duplicate of rig.readings/0/2"]
+    assert bad["origin"].to_pylist() == ["rig.readings/0/0", "late/1"]
+
+
 def test_kpis_match_a_pandas_groupby() -> None:
     readings, _ = simulate_rigs(rigs=4, start_ns=START, hours=48, seed=6)
     scored = score(clean(landed_table(readings))[0])

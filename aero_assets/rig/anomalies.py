@@ -152,8 +152,11 @@ def score(
 ) -> pa.Table:
     """Clean rows sorted by (rig_id, ts) with z-scores, alerts, `anomaly` and `anomaly_reason` (SCORED_SCHEMA).
 
-    `context` (clean rows, e.g. the previous day's tail) is scored along but not returned. The input
-    is not re-sorted when it already is in (rig_id, ts) order, which is how `clean` returns it.
+    `window` is the number of readings in the centered window (an even number means the next odd
+    one). `context` (clean rows, e.g. the previous day's tail; at least window // 2 readings per rig
+    for an exact result) is scored along but not returned; it is assumed disjoint from `clean`.
+    The input is not re-sorted when it already is in (rig_id, ts) order, as `clean` returns it.
+    `thresholds=None` means `Thresholds()`.
     """
     th = thresholds or Thresholds()
     clean = clean.select(CLEAN_SCHEMA.names).cast(CLEAN_SCHEMA)

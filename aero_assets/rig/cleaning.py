@@ -117,7 +117,7 @@ def clean(table: pa.Table, bounds: PhysicalBounds | None = None) -> tuple[pa.Tab
     """Split landed rows into (clean, quarantined); see the module docstring for the rules.
 
     clean: rig_id, ts, temperature_c, pressure_hpa, uptime_h, origin, day, sorted by (rig_id, ts).
-    quarantined: every landed column plus `reason`, in landing order.
+    quarantined: every landed column plus `reason`, in landing order. `bounds=None` means `PhysicalBounds()`.
     """
     bounds = bounds or PhysicalBounds()
     if table.schema != LANDED_SCHEMA:
