@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy.ndimage import median_filter
 
-from aero_assets.rig.cleaning import join_parts, lex_rig_codes, sort_by_rig_ts
+from aero_assets.rig.cleaning import join_parts, lex_rig_codes, sort_by_rig_ts, to_numpy
 from aero_assets.rig.schema import CLEAN_SCHEMA
 
 WINDOW = 11
@@ -169,7 +169,7 @@ def score(
         return SCORED_SCHEMA.empty_table()
 
     codes, _ = lex_rig_codes(clean["rig_id"])
-    ts = clean["ts"].cast(pa.int64()).to_numpy()
+    ts = to_numpy(clean["ts"].cast(pa.int64()))
     ordered = np.arange(n)
     if n_ctx or not _is_sorted(codes, ts):
         ordered = sort_by_rig_ts(codes, ts, ordered)
@@ -180,8 +180,8 @@ def score(
     is_context = is_context[ordered]
 
     bounds = _segments(codes)
-    temp = clean["temperature_c"].to_numpy()
-    pres = clean["pressure_hpa"].to_numpy()
+    temp = to_numpy(clean["temperature_c"])
+    pres = to_numpy(clean["pressure_hpa"])
     # Sequential on purpose: scipy's median filter holds the GIL, and two threads measured 2.6x slower.
     z_t = robust_z(temp, bounds, window, th.temperature_epsilon_c)
     z_p = robust_z(pres, bounds, window, th.pressure_epsilon_hpa)

@@ -50,8 +50,21 @@ def _flat(x: pa.ChunkedArray | pa.Array) -> pa.Array:
     return x.combine_chunks() if isinstance(x, pa.ChunkedArray) else x
 
 
-def _to_numpy(col: pa.ChunkedArray | pa.Array, fill: float | int) -> np.ndarray:
-    return col.fill_null(fill).to_numpy() if col.null_count else col.to_numpy()
+def to_numpy(col: pa.ChunkedArray | pa.Array, fill: float | int | None = None) -> np.ndarray:
+    """A numeric column as NumPy, without a copy when it is one chunk without nulls (the usual case).
+
+    ChunkedArray.to_numpy always concatenates, i.e. copies 80 MB per 10 M-row column; on this
+    path a copy is not just the memcpy but fresh pages the kernel must fault in and zero.
+    Nulls become `fill` (which then must be given).
+    """
+    if col.null_count:
+        col = col.fill_null(fill)
+    if isinstance(col, pa.ChunkedArray):
+        if col.num_chunks == 1:
+            col = col.chunk(0)
+        else:
+            return col.to_numpy()
+    return col.to_numpy(zero_copy_only=False)
 
 
 def lex_rig_codes(rig_id: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
@@ -66,7 +79,7 @@ def lex_rig_codes(rig_id: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     rank = np.empty(len(dictionary) + 1, dtype=np.int32)
     rank[order] = np.arange(len(dictionary), dtype=np.int32)
     rank[-1] = -1  # null rig_id: index -1 picks this
-    codes = rank[_to_numpy(encoded.indices, -1)]
+    codes = rank[to_numpy(encoded.indices, -1)]
     return codes, dictionary.take(pa.array(order))
 
 
@@ -141,12 +154,12 @@ def clean(table: pa.Table, bounds: PhysicalBounds | None = None) -> tuple[pa.Tab
     values = {}
     for name in SIGNALS:
         lo, hi = getattr(bounds, name)
-        values[name] = x = _to_numpy(table[name], 0.0)
+        values[name] = x = to_numpy(table[name], 0.0)
         impossible |= ~((x >= lo) & (x <= hi))  # NaN fails both comparisons: impossible too
     code[(code == _CLEAN) & impossible & ~missing_np] = _IMPOSSIBLE
 
     codes, dictionary = lex_rig_codes(table["rig_id"])
-    ts = _to_numpy(table["ts"].cast(pa.int64()), 0)
+    ts = to_numpy(table["ts"].cast(pa.int64()), 0)
     candidates = np.flatnonzero(code == _CLEAN)
     ordered = sort_by_rig_ts(codes, ts, candidates)
     rig_sorted, ts_sorted = codes[ordered], ts[ordered]  # gathered once, reused for the clean columns
@@ -197,7 +210,7 @@ def _take_clean(
     with ThreadPoolExecutor(1) as pool:
         origin = pool.submit(lambda: table["origin"].combine_chunks().take(pa.array(keep)))
         day = pc.dictionary_encode(table["day"]).combine_chunks()
-        day_idx = _to_numpy(day.indices, 0)[keep]
+        day_idx = to_numpy(day.indices, 0)[keep]
         columns = [
             pa.DictionaryArray.from_arrays(pa.array(rig_codes.astype(np.int32)), dictionary).cast(pa.string()),
             pa.array(ts).cast(CLEAN_SCHEMA.field("ts").type),

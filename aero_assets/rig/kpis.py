@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from aero_assets.rig.cleaning import to_numpy
 from aero_assets.rig.schema import TS_TYPE
 
 NS_PER_DAY = 86_400 * 1_000_000_000
@@ -40,7 +41,7 @@ def kpis_by_day(scored: pa.Table) -> pa.Table:
     n = scored.num_rows
     if n == 0:
         return KPI_SCHEMA.empty_table()
-    ts = scored["ts"].cast(pa.int64()).to_numpy()
+    ts = to_numpy(scored["ts"].cast(pa.int64()))
     day_code = pc.dictionary_encode(scored["day"]).combine_chunks().indices.to_numpy()
     rig = scored["rig_id"]
     rig_change = pc.not_equal(rig.slice(1), rig.slice(0, n - 1)).to_numpy(zero_copy_only=False)
@@ -49,9 +50,9 @@ def kpis_by_day(scored: pa.Table) -> pa.Table:
     ends = np.append(starts[1:], n)
     counts = ends - starts
 
-    temp = scored["temperature_c"].to_numpy()
-    pres = scored["pressure_hpa"].to_numpy()
-    uptime = scored["uptime_h"].to_numpy()
+    temp = to_numpy(scored["temperature_c"])
+    pres = to_numpy(scored["pressure_hpa"])
+    uptime = to_numpy(scored["uptime_h"])
     alerts = pc.or_(scored["temperature_alert"], scored["pressure_alert"]).to_numpy(zero_copy_only=False)
     step = np.diff(uptime, prepend=uptime[0])
     step[new_run] = 0.0
