@@ -172,7 +172,7 @@ def score(
     ts = to_numpy(clean["ts"].cast(pa.int64()))
     ordered = np.arange(n)
     if n_ctx or not _is_sorted(codes, ts):
-        ordered = sort_by_rig_ts(codes, ts, ordered)
+        ordered = sort_by_rig_ts(codes, ts)
         clean = clean.take(pa.array(ordered))
         codes = codes[ordered]
     is_context = np.zeros(n, dtype=bool)
