@@ -1,0 +1,223 @@
+"""Cleaning of landed rig readings: every row either comes out clean or is quarantined with a reason.
+
+Nothing is dropped silently: `rows in = clean + quarantined` holds for any table, so an operator
+can always answer "where did reading X go?". Reasons are checked in a fixed order and the first
+match wins, so a row has exactly one reason, and each reason names the field and the value:
+
+1. unparseable      -- landing could not parse it; its `problems` text is repeated verbatim;
+2. missing          -- rig_id missing/empty, or ts or a measured field null;
+3. impossible       -- a value outside `PhysicalBounds` (or NaN): a broken sensor, not an anomaly;
+4. duplicate        -- the same (rig_id, ts) as an earlier *clean* row in landing order; the first
+                       one is kept and the reason names its origin ("duplicate of rig.readings/0/17").
+
+Duplicates are looked for among rows that passed 1-3, so a valid resend of a reading whose first
+copy was broken is kept rather than quarantined against a row that is itself in quarantine.
+
+The clean rows come out sorted by (rig_id, ts): the duplicate search needs that order anyway, and
+the anomaly scorer needs it too, so the one sort of the pipeline happens here.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from aero_assets.rig.schema import CLEAN_SCHEMA, LANDED_SCHEMA, QUARANTINE_SCHEMA, SIGNALS
+
+_UNIT = {"temperature_c": "°C", "pressure_hpa": "hPa", "uptime_h": "h"}
+_CLEAN, _UNPARSEABLE, _MISSING, _IMPOSSIBLE, _DUPLICATE = range(5)
+
+
+@dataclass(frozen=True)
+class PhysicalBounds:
+    """What a working sensor can report at all (inclusive). Outside is a broken sensor, not an anomaly.
+
+    Deliberately wide: these separate impossible from implausible, and implausible is the
+    anomaly detector's job (a 95 degC reading is an alert, -300 degC is a fault).
+    """
+
+    temperature_c: tuple[float, float] = (-60.0, 300.0)
+    pressure_hpa: tuple[float, float] = (0.0, 3000.0)
+    uptime_h: tuple[float, float] = (0.0, 1e6)
+
+
+def _flat(x: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """One contiguous array: case_when wants its arguments chunked alike, and a plain array always is."""
+    return x.combine_chunks() if isinstance(x, pa.ChunkedArray) else x
+
+
+def to_numpy(col: pa.ChunkedArray | pa.Array, fill: float | int | None = None) -> np.ndarray:
+    """A numeric column as NumPy, without a copy when it is one chunk without nulls (the usual case).
+
+    ChunkedArray.to_numpy always concatenates, i.e. copies 80 MB per 10 M-row column; on this
+    path a copy is not just the memcpy but fresh pages the kernel must fault in and zero.
+    Nulls become `fill` (which then must be given).
+    """
+    if col.null_count:
+        col = col.fill_null(fill)
+    if isinstance(col, pa.ChunkedArray):
+        if col.num_chunks == 1:
+            col = col.chunk(0)
+        else:
+            return col.to_numpy()
+    return col.to_numpy(zero_copy_only=False)
+
+
+def lex_rig_codes(rig_id: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """Integer codes of rig_id in lexicographic order (-1 for null) and the sorted dictionary.
+
+    Dictionary encoding numbers rigs by first appearance; re-ranking the (small) dictionary makes
+    sorting by code the same as sorting by the string, at the cost of sorting a few names.
+    """
+    encoded = pc.dictionary_encode(rig_id).combine_chunks()
+    dictionary = encoded.dictionary
+    order = np.argsort(np.asarray(dictionary.to_pylist(), dtype=object), kind="stable")
+    rank = np.empty(len(dictionary) + 1, dtype=np.int32)
+    rank[order] = np.arange(len(dictionary), dtype=np.int32)
+    rank[-1] = -1  # null rig_id: index -1 picks this
+    codes = rank[to_numpy(encoded.indices, -1)]
+    return codes, dictionary.take(pa.array(order))
+
+
+def sort_by_rig_ts(codes: np.ndarray, ts: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+    """Row numbers ordered by (rig code, ts), ties in landing order; only rows where `keep` is true.
+
+    Two stable sorts instead of a lexsort: ts first (landed data is nearly in time order, which
+    timsort does in about linear time), then the rig code as int16, which numpy radix-sorts.
+    All rows are sorted and the unwanted ones dropped afterwards: cheaper than first gathering
+    the wanted rows' keys, since nearly all rows are wanted.
+    """
+    by_ts = np.argsort(ts, kind="stable")
+    small = codes.astype(np.int16 if codes.size == 0 or codes.max() < 32_000 else np.int64)
+    order = by_ts[np.argsort(small[by_ts], kind="stable")]
+    return order if keep is None or keep.all() else order[keep[order]]
+
+
+def _missing_reason(sub: pa.Table) -> pa.Array:
+    no_rig = pc.fill_null(pc.equal(sub["rig_id"], ""), True)
+    parts = [pc.if_else(no_rig, pa.scalar("rig_id is missing"), pa.scalar(None, pa.string()))]
+    for name in ("ts", *SIGNALS):
+        parts.append(pc.if_else(pc.is_null(sub[name]), pa.scalar(f"{name} is null"), pa.scalar(None, pa.string())))
+    return join_parts(parts)
+
+
+def _impossible_reason(sub: pa.Table, bounds: PhysicalBounds) -> pa.Array:
+    parts = []
+    for name in SIGNALS:
+        lo, hi = getattr(bounds, name)
+        value = sub[name]
+        inside = pc.and_kleene(pc.greater_equal(value, lo), pc.less_equal(value, hi))
+        text = pc.binary_join_element_wise(
+            f"{name} ", pc.cast(value, pa.string()), f" {_UNIT[name]} is outside {lo:g}..{hi:g} {_UNIT[name]}", ""
+        )
+        parts.append(pc.if_else(pc.fill_null(pc.invert(inside), False), text, pa.scalar(None, pa.string())))
+    return join_parts(parts)
+
+
+def join_parts(parts: list) -> pa.Array:
+    """Join the non-null parts with "; ".
+
+    Built by hand because binary_join_element_wise(null_handling="skip") returns an empty array
+    when every part is null in pyarrow 26; here each part becomes "text; " or "", and the last
+    separator is trimmed (every part ends in a letter or a digit, never in ';' or ' ').
+    """
+    padded = [pc.fill_null(pc.binary_join_element_wise(_flat(p), "; ", ""), "") for p in parts]
+    return pc.utf8_rtrim(_flat(pc.binary_join_element_wise(*padded, "")), characters="; ")
+
+
+def clean(table: pa.Table, bounds: PhysicalBounds | None = None) -> tuple[pa.Table, pa.Table]:
+    """Split landed rows into (clean, quarantined); see the module docstring for the rules.
+
+    clean: rig_id, ts, temperature_c, pressure_hpa, uptime_h, origin, day, sorted by (rig_id, ts).
+    quarantined: every landed column plus `reason`, in landing order. `bounds=None` means `PhysicalBounds()`.
+    """
+    bounds = bounds or PhysicalBounds()
+    if table.schema != LANDED_SCHEMA:
+        table = table.select(LANDED_SCHEMA.names).cast(LANDED_SCHEMA)
+    n = table.num_rows
+    if n == 0:
+        return CLEAN_SCHEMA.empty_table(), QUARANTINE_SCHEMA.empty_table()
+
+    problems = table["problems"]
+    if problems.null_count:  # (landing never sends null problems; a copy of 10 M strings only when it does)
+        problems = problems.fill_null("")
+    code = np.where(pc.not_equal(problems, "").to_numpy(zero_copy_only=False), _UNPARSEABLE, _CLEAN).astype(np.int8)
+
+    missing = pc.fill_null(pc.equal(table["rig_id"], ""), True)
+    for name in ("ts", *SIGNALS):
+        missing = pc.or_(missing, pc.is_null(table[name]))
+    missing_np = missing.to_numpy(zero_copy_only=False)
+    code[(code == _CLEAN) & missing_np] = _MISSING
+
+    impossible = np.zeros(n, dtype=bool)
+    values = {}
+    for name in SIGNALS:
+        lo, hi = getattr(bounds, name)
+        values[name] = x = to_numpy(table[name], 0.0)
+        impossible |= ~((x >= lo) & (x <= hi))  # NaN fails both comparisons: impossible too
+    code[(code == _CLEAN) & impossible & ~missing_np] = _IMPOSSIBLE
+
+    codes, dictionary = lex_rig_codes(table["rig_id"])
+    ts = to_numpy(table["ts"].cast(pa.int64()), 0)
+    ordered = sort_by_rig_ts(codes, ts, code == _CLEAN)
+    rig_sorted, ts_sorted = codes[ordered], ts[ordered]  # gathered once, reused for the clean columns
+    is_dup = np.zeros(ordered.size, dtype=bool)  # (not concatenate([False], ...): no candidates at all is fine)
+    is_dup[1:] = (rig_sorted[1:] == rig_sorted[:-1]) & (ts_sorted[1:] == ts_sorted[:-1])
+    dup_pos = np.flatnonzero(is_dup)
+    first_of = np.full(n, -1, dtype=np.int64)
+    if dup_pos.size:  # the first of a run of equal keys is the last non-duplicate at or before it
+        firsts = np.flatnonzero(~is_dup)
+        first_of[ordered[dup_pos]] = ordered[firsts[np.searchsorted(firsts, dup_pos, side="right") - 1]]
+        code[ordered[dup_pos]] = _DUPLICATE
+        keep_mask = ~is_dup
+        ordered, rig_sorted, ts_sorted = ordered[keep_mask], rig_sorted[keep_mask], ts_sorted[keep_mask]
+    clean_table = _take_clean(table, ordered, rig_sorted, dictionary, ts_sorted, values)
+
+    quarantined = np.flatnonzero(code != _CLEAN)
+    sub = table.take(pa.array(quarantined))
+    sub_code = pa.array(code[quarantined])
+    first_origin = table["origin"].take(pa.array(np.maximum(first_of[quarantined], 0))).fill_null("<unknown origin>")
+    reason = pc.case_when(
+        pc.make_struct(*(pc.equal(sub_code, c) for c in (_UNPARSEABLE, _MISSING, _IMPOSSIBLE, _DUPLICATE))),
+        *(
+            _flat(x)
+            for x in (
+                pc.binary_join_element_wise("unparseable: ", sub["problems"].fill_null(""), ""),
+                _missing_reason(sub),
+                pc.binary_join_element_wise("physically impossible: ", _impossible_reason(sub, bounds), ""),
+                pc.binary_join_element_wise("duplicate of ", first_origin, ""),
+            )
+        ),
+    )
+    return clean_table, sub.append_column(QUARANTINE_SCHEMA.field("reason"), reason.fill_null("?"))
+
+
+def _take_clean(
+    table: pa.Table, keep: np.ndarray, rig_codes: np.ndarray, dictionary: pa.Array, ts: np.ndarray, values: dict
+) -> pa.Table:
+    """The clean columns at rows `keep` (a permutation to (rig_id, ts) order, minus dropped rows).
+
+    `rig_codes` and `ts` are already gathered at `keep`; `values` are the signals in landing order.
+
+    This gather is most of cleaning's cost, so each column takes its cheapest road: numbers are
+    gathered by NumPy from arrays already in hand, rig_id and day are rebuilt from small
+    dictionaries (a gather of int32 codes, then strings copied from a dictionary that stays in
+    cache), and only origin, unique per row, needs Arrow's string take, which runs on a second
+    thread meanwhile (Arrow releases the GIL).
+    """
+    with ThreadPoolExecutor(1) as pool:
+        origin = pool.submit(lambda: table["origin"].combine_chunks().take(pa.array(keep)))
+        day = pc.dictionary_encode(table["day"]).combine_chunks()
+        day_idx = to_numpy(day.indices, 0)[keep]
+        columns = [
+            pa.DictionaryArray.from_arrays(pa.array(rig_codes.astype(np.int32)), dictionary).cast(pa.string()),
+            pa.array(ts).cast(CLEAN_SCHEMA.field("ts").type),
+            *(pa.array(values[name][keep]) for name in SIGNALS),
+            origin.result(),
+            pa.DictionaryArray.from_arrays(pa.array(day_idx), day.dictionary).cast(pa.string()),
+        ]
+    return pa.Table.from_arrays(columns, schema=CLEAN_SCHEMA)

@@ -1,0 +1,81 @@
+"""Daily KPIs per rig from scored readings: what the seed reported, one row per (day, rig).
+
+The scored table is sorted by (rig_id, ts), so each (rig, day) is one contiguous run and every
+KPI is a NumPy reduceat over run boundaries: no groupby, no per-row Python.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from aero_assets.rig.cleaning import to_numpy
+from aero_assets.rig.schema import TS_TYPE
+
+NS_PER_DAY = 86_400 * 1_000_000_000
+
+KPI_SCHEMA = pa.schema(
+    [
+        pa.field("day", pa.string(), nullable=False),
+        pa.field("rig_id", pa.string(), nullable=False),
+        pa.field("readings", pa.int64(), nullable=False),
+        pa.field("avg_temperature_c", pa.float64(), nullable=False),
+        pa.field("min_pressure_hpa", pa.float64(), nullable=False),
+        pa.field("max_pressure_hpa", pa.float64(), nullable=False),
+        pa.field("alert_count", pa.int64(), nullable=False),
+        pa.field("uptime_hours", pa.float64(), nullable=False),
+        pa.field("first_ts", TS_TYPE, nullable=False),
+        pa.field("last_ts", TS_TYPE, nullable=False),
+    ]
+)
+
+
+def kpis_by_day(scored: pa.Table) -> pa.Table:
+    """KPIs for every (day, rig) in `scored` (sorted by rig_id, ts, as `score` returns it), in that order.
+
+    uptime_hours is the sum of the positive steps of the uptime counter within the day: the same as
+    max - min for a counter that only rises, and still right across a counter reset (the negative
+    step at the reset is ignored instead of turning max - min into the counter's whole history).
+    """
+    n = scored.num_rows
+    if n == 0:
+        return KPI_SCHEMA.empty_table()
+    ts = to_numpy(scored["ts"].cast(pa.int64()))
+    day_code = pc.dictionary_encode(scored["day"]).combine_chunks().indices.to_numpy()
+    rig = scored["rig_id"]
+    rig_change = pc.not_equal(rig.slice(1), rig.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    new_run = np.concatenate([[True], rig_change | (day_code[1:] != day_code[:-1])])
+    starts = np.flatnonzero(new_run)
+    ends = np.append(starts[1:], n)
+    counts = ends - starts
+
+    temp = to_numpy(scored["temperature_c"])
+    pres = to_numpy(scored["pressure_hpa"])
+    uptime = to_numpy(scored["uptime_h"])
+    alerts = pc.or_(scored["temperature_alert"], scored["pressure_alert"]).to_numpy(zero_copy_only=False)
+    step = np.diff(uptime, prepend=uptime[0])
+    step[new_run] = 0.0
+    gained = np.add.reduceat(np.clip(step, 0.0, None), starts)
+
+    first = pa.array(starts)
+    return pa.Table.from_arrays(
+        [
+            scored["day"].take(first),
+            scored["rig_id"].take(first),
+            pa.array(counts.astype(np.int64)),
+            pa.array(np.add.reduceat(temp, starts) / counts),
+            pa.array(np.minimum.reduceat(pres, starts)),
+            pa.array(np.maximum.reduceat(pres, starts)),
+            pa.array(np.add.reduceat(alerts.astype(np.int64), starts)),
+            pa.array(gained),
+            pa.array(np.minimum.reduceat(ts, starts)).cast(TS_TYPE),
+            pa.array(np.maximum.reduceat(ts, starts)).cast(TS_TYPE),
+        ],
+        schema=KPI_SCHEMA,
+    )
+
+
+def daily_kpis(scored: pa.Table, day: str) -> pa.Table:
+    """KPIs per rig for one `day` ('YYYY-MM-DD') of scored readings (other days' rows are ignored)."""
+    return kpis_by_day(scored.filter(pc.equal(scored["day"], day)))
