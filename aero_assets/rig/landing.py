@@ -132,12 +132,12 @@ def day_rows(lake_root: Path, topic: str, day: str) -> pa.Table:
         if t.num_rows:
             origin = pc.binary_join_element_wise(f"{topic}/{partition}/", t["_offset"].cast(pa.string()), "")
             t = t.set_column(t.schema.get_field_index("origin"), "origin", origin)
-            tables.append(t.select(LANDED_SCHEMA.names))
+            tables.append(t.select(LANDED_SCHEMA.names).cast(LANDED_SCHEMA))
     for path in sorted(lake_root.joinpath(*CSV_DIR).glob("*.parquet")):
         t = ds.dataset(str(path), format="parquet").to_table(filter=cond)
         if t.num_rows:
-            tables.append(t.select(LANDED_SCHEMA.names))
-    return pa.concat_tables(tables).cast(LANDED_SCHEMA) if tables else LANDED_SCHEMA.empty_table()
+            tables.append(t.select(LANDED_SCHEMA.names).cast(LANDED_SCHEMA))
+    return pa.concat_tables(tables) if tables else LANDED_SCHEMA.empty_table()
 
 
 def count_day_rows(lake_root: Path, topic: str, day: str) -> int:
