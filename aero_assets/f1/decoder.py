@@ -245,7 +245,8 @@ class F1TelemetryDecoder:
             return table, ok, session.to_pylist()
 
         return decode_json_batch(values, keys, content_types,
-                                 parse_schemas=[_PARSE_EPOCH_MS_INT, _PARSE_ISO, _PARSE_EPOCH_MS], finish=finish, decode_one=self.decode, empty=self._empty, max_lines=MAX_LINES)
+                                 parse_schemas=[_PARSE_EPOCH_MS_INT, _PARSE_ISO, _PARSE_EPOCH_MS], finish=finish,
+                                 decode_one=self.decode, empty=self._empty, max_lines=MAX_LINES)
 
 
 def _objects(value: bytes) -> list[dict]:
