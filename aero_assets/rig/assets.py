@@ -287,7 +287,9 @@ def _against_ground_truth(lake: LakeResource, scored: pa.Table) -> dict:
 
     truth = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     rigs = set(pc.unique(scored["rig_id"]).to_pylist())
-    truth = truth[truth["rig_id"].isin(rigs)]
+    ts = scored["ts"].cast(pa.int64())
+    lo, hi = pc.min(ts).as_py(), pc.max(ts).as_py()
+    truth = truth[truth["rig_id"].astype(str).isin(rigs) & (truth["ts"] >= lo) & (truth["ts"] <= hi)]
     if truth.empty:
         return {}
     pr = precision_recall(scored, truth)

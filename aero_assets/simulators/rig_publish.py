@@ -36,7 +36,10 @@ def parse_interval(text: str) -> float:
 
 
 def iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="seconds")
+    """Millisecond ISO-8601, from integers (a float of epoch seconds would move the last digit)."""
+    ms = ns // 1_000_000
+    base = datetime.fromtimestamp(ms // 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{base}.{ms % 1000:03d}Z"
 
 
 def _value(v: float) -> float | None:
@@ -84,6 +87,9 @@ def simulate_rig(settings: Settings, *, rigs: int, interval_s: float = 360.0, ho
     run_id = run_id or f"rigsim-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     gt = settings.ground_truth_dir / "rig" / f"{run_id}.parquet"
     gt.parent.mkdir(parents=True, exist_ok=True)
+    # the wire carries milliseconds: the ground truth names readings the way they will be landed
+    readings["ts"] = readings["ts"] // 1_000_000 * 1_000_000
+    truth["ts"] = truth["ts"] // 1_000_000 * 1_000_000
     truth.assign(rig_id=truth["rig_id"].astype(str)).to_parquet(gt)
     producer = kafka.producer(**{"linger.ms": 5})
     bar = tqdm(total=len(readings), desc="simulate rig", unit="reading", disable=not progress)
