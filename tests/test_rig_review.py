@@ -113,8 +113,8 @@ def test_quoted_newlines_make_up_no_row_at_a_block_boundary_and_origins_name_the
 def test_a_quoted_header_name_holding_the_delimiter_does_not_turn_every_line_bad(tmp_path):
     """The header is split on the delimiter without CSV quoting: 6 names for 5 columns, so every data
     line 'has 5 field(s), expected 6' and the whole file is quarantined."""
-    res, rows = _land(tmp_path, "rig-07.csv", b'timestamp,temperature,pressure,uptime,"note, free text"\n'
-                                              b'2026-03-01T00:00:00Z,55.1,1010.5,12.0,"a, b"\n')
+    _, rows = _land(tmp_path, "rig-07.csv", b'timestamp,temperature,pressure,uptime,"note, free text"\n'
+                                            b'2026-03-01T00:00:00Z,55.1,1010.5,12.0,"a, b"\n')
     assert [r["problems"] for r in rows] == [""]
 
 
@@ -161,8 +161,8 @@ def test_a_symlink_in_the_inbox_is_not_followed_out_of_the_inbox(tmp_path, insta
     secret = tmp_path / "elsewhere" / "secret.csv"
     secret.parent.mkdir()
     secret.write_bytes(b"rig_id,ts,temperature,pressure,uptime\nsecret,2026-03-01T00:00:00Z,1,1,1\n")
-    os.symlink(secret, inbox / "rig" / "link.csv")
-    os.symlink("/etc/passwd", inbox / "rig" / "passwd.csv")
+    (inbox / "rig" / "link.csv").symlink_to(secret)
+    (inbox / "rig" / "passwd.csv").symlink_to("/etc/passwd")
     lake = LakeResource(root=str(tmp_path / "lake"), inbox_root=str(inbox))
     sensor = build_rig_inbox_sensor(settle_s=0)
     r1 = _tick(sensor, instance, lake)
@@ -245,7 +245,7 @@ def test_a_rewritten_file_s_corrected_values_are_the_ones_that_come_out_clean(tm
     for temp in (b"99.0", b"55.0", b"56.0", b"57.0"):
         f.write_bytes(HEADER + b"2026-03-01T00:00:00Z," + temp + b",1010,1\n")
         land_csv(inbox, tmp_path / "lake", "rig-07.csv")
-    good, quarantined = clean(day_rows(tmp_path / "lake", "rig.readings", "2026-03-01"))
+    good, _ = clean(day_rows(tmp_path / "lake", "rig.readings", "2026-03-01"))
     assert good["temperature_c"].to_pylist() == [57.0], "the latest version of the file should win"
 
 
@@ -316,3 +316,64 @@ def test_a_hostile_rig_id_does_not_wedge_the_day_in_postgres(tmp_path, serving_p
     with psycopg2.connect(serving_pg_url) as conn, conn.cursor() as cur:
         cur.execute("select count(*) from rig_readings where rig_id = 'rig-01'")
         assert cur.fetchone()[0] == FILLER
+
+
+# --- more: the decoder's key check, the sensor racing the landing run --------------------------------------
+
+
+@pytest.mark.parametrize(("rig_id", "key"), [(7, b"7"), (" rig-01 ", b"rig-01")])
+def test_a_rig_id_equal_to_its_key_once_parsed_is_not_quarantined_as_differing(rig_id, key):
+    """The key check compares the raw JSON value, not the parsed one: a numeric id 7 with key "7" is
+    quarantined as "rig_id '7' differs from the message key '7'", a padded id likewise."""
+    value = json.dumps({"rig_id": rig_id, "ts": "2026-03-01T00:00:00Z", "temperature_c": 50, "pressure_hpa": 1000,
+                        "uptime_h": 1}).encode()
+    table = RigReadingsDecoder().decode(value, key, "application/json").table
+    assert table["problems"].to_pylist() == [""]
+
+
+def test_a_file_moved_away_during_a_tick_does_not_fail_the_tick(tmp_path, instance, monkeypatch):
+    """The landing run moves a file to processed/ while the sensor lists the inbox (likely: hashing a big
+    file takes seconds): FileNotFoundError escapes the tick, and the other files' requests are lost
+    with it."""
+    import sensors.rig_inbox as mod
+    from resources import LakeResource
+
+    inbox = _inbox(tmp_path)
+    for name in ("a.csv", "b.csv"):
+        (inbox / "rig" / name).write_bytes(HEADER + _line(0))
+        Path(inbox / "rig" / f"{name}.done").write_bytes(b"")
+    real = mod.sha256_of
+
+    def moved_by_the_run(path: Path) -> str:
+        if path.name == "a.csv":
+            (inbox / "rig" / "processed").mkdir(exist_ok=True)
+            path.rename(inbox / "rig" / "processed" / path.name)
+        return real(path)
+
+    monkeypatch.setattr(mod, "sha256_of", moved_by_the_run)
+    lake = LakeResource(root=str(tmp_path / "lake"), inbox_root=str(inbox))
+    result = _tick(build_rig_inbox_sensor(settle_s=3600), instance, lake)
+    assert [r.tags["aero/file"] for r in result.run_requests] == ["b.csv"]
+
+
+def test_lines_appended_while_a_file_is_landed_are_not_moved_away_unlanded(tmp_path, monkeypatch):
+    """A writer that pauses longer than settle_s (a stalled upload) gets its file taken: the landing reads
+    to the current end, then moves the file without checking it is still what it hashed, so the
+    writer's next lines end up in processed/ and are never landed - silently."""
+    import aero_assets.rig.landing as mod
+
+    inbox = _inbox(tmp_path)
+    f = inbox / "rig" / "rig-07.csv"
+    f.write_bytes(HEADER + _line(0) + _line(1))
+    real = mod.read_rig_csv
+
+    def writer_resumes(*args, **kwargs):
+        yield from real(*args, **kwargs)
+        with f.open("ab") as fh:  # the upload resumes just after the reader reached the end
+            fh.write(_line(2) + _line(3))
+
+    monkeypatch.setattr(mod, "read_rig_csv", writer_resumes)
+    res = land_csv(inbox, tmp_path / "lake", "rig-07.csv")
+    landed = pq.read_table(res.path).num_rows if res.path else 0
+    moved = res.moved_to.read_bytes().count(b"\n") - 1 if res.moved_to and res.moved_to.exists() else 0
+    assert moved <= landed, f"{moved} data lines in {res.moved_to}, only {landed} landed"
