@@ -16,9 +16,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from aero_assets.ids import InvalidIdentifier, validate_id
 from aero_assets.keys import RIG_INBOX_ASSET, RIG_READINGS
 from aero_assets.rig.csv_inbox import sha256_of
+from aero_assets.rig.landing import checked_name
 from resources.lake import LakeResource
 
 MAX_FILES_PER_TICK = 50
@@ -41,14 +41,22 @@ def build_rig_inbox_sensor(settle_s: float = 2.0, minimum_interval_seconds: int 
         now = time.time()
         requests, waiting, refused = [], [], []
         current: dict[str, list] = {}
-        for path in sorted(p for p in inbox.iterdir() if p.is_file() and p.suffix.lower() == ".csv"):
+        for path in sorted(inbox.iterdir()):
             name = path.name
+            if path.suffix.lower() != ".csv" or path.is_dir():
+                continue
+            if path.is_symlink():  # never followed out of the inbox
+                refused.append(f"{name!r}: a symbolic link (copy the file itself into the inbox)")
+                continue
             try:
-                validate_id(name, "inbox file name")
-            except InvalidIdentifier as exc:
+                checked_name(name)
+            except ValueError as exc:
                 refused.append(f"{name!r}: {exc}")
                 continue
-            st = path.stat()
+            try:
+                st = path.stat()
+            except FileNotFoundError:  # moved away since the listing (a landing run, a person): next tick sees
+                continue
             sig = [st.st_size, st.st_mtime_ns]
             prev = seen.get(name)
             done = Path(f"{path}.done").exists()
@@ -59,13 +67,20 @@ def build_rig_inbox_sensor(settle_s: float = 2.0, minimum_interval_seconds: int 
                 continue
             if len(requests) >= MAX_FILES_PER_TICK:
                 continue
-            sha = sha256_of(path)
+            # hashed once per version: a file that stays (landed before, unchanged) is not re-read every tick
+            sha = prev[3] if prev is not None and len(prev) > 3 and prev[:2] == sig else None
+            if sha is None:
+                try:
+                    sha = sha256_of(path)
+                except FileNotFoundError:
+                    continue
+            current[name].append(sha)
             requests.append(dg.RunRequest(
                 run_key=f"rig-csv/{name}/{st.st_size}/{sha}", asset_selection=[RIG_READINGS],
                 run_config={"ops": {"rig__readings": {"config": {"file": name, "sha256": sha}}}},
                 tags={"aero/source": "csv", "aero/file": name, "aero/sha256": sha[:16]}))
         for r in refused[:5]:
-            context.log.warning(f"not landing {r}: rename the file to letters, digits, '_', '.', '-'")
+            context.log.warning(f"not landing {r}")
         cursor = json.dumps(current)
         if not requests:
             why = (f"waiting for {len(waiting)} file(s) to settle: {', '.join(waiting[:5])}" if waiting

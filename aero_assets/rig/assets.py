@@ -104,9 +104,12 @@ def build_rig_assets(topics: Topics, limits: RigLimits) -> list:
             res = land_csv(lake.inbox, lake.path, config.file)
             if res.rejected:
                 context.log.warning(f"{config.file} rejected: {res.rejected} (moved to {res.moved_to})")
+            if res.changed:
+                context.log.warning(res.changed)
             changed = bool(config.sha256) and config.sha256 != res.sha256
             return dg.MaterializeResult(metadata={
                 "source": "csv", "file": config.file, "sha256": res.sha256, "rejected": res.rejected or "",
+                "changed_during_landing": res.changed or "",
                 "changed_since_sensor": changed, "dagster/row_count": res.rows, "bad_lines": res.bad_lines,
                 "moved_to": str(res.moved_to or ""), "days_touched": dg.MetadataValue.json(res.days),
                 "delimiter": res.report.delimiter if res.report else "",

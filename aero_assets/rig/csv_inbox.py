@@ -15,6 +15,7 @@ the file name says which rig (`<rig_id>.csv` or `<rig_id>__<anything>.csv`).
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -84,7 +85,9 @@ def sniff(path: Path) -> tuple[str, list[str], bool]:
     except UnicodeDecodeError:
         raise RejectedFile("the header line is not UTF-8 text") from None
     delimiter = max((",", ";", "\t"), key=text.count)
-    names = [n.strip().strip('"').strip().lower() for n in text.split(delimiter)]
+    # the csv module reads the header as the data will be read: a quoted name may hold the delimiter
+    names = [n.replace("\ufeff", "").strip().strip('"').strip().lower()
+             for n in next(csv.reader([text], delimiter=delimiter))]
     if not any(n in ALIASES for n in names):
         looks_like_data = bool(names) and names[0][:1].isdigit()
         raise RejectedFile(("no header: the first line looks like data" if looks_like_data else
@@ -115,9 +118,25 @@ def read_rig_csv(path: Path, display_name: str, landed_ns: int, block_bytes: int
                                "<rig_id>__<anything>.csv, or add a rig_id column)")
         rep.rig_from_file_name = file_rig
     invalid: list[tuple[int, str, int, int]] = []
+    recovered: list[tuple[int, list[str]]] = []  # good lines a stray quote had glued to a bad one
 
     def on_invalid(row) -> str:
-        invalid.append((int(row.number or -1), row.text or "", row.expected_columns, row.actual_columns))
+        text, number = row.text or "", int(row.number or -1)
+        lines = text.rstrip("\r\n").split("\n")
+        if len(lines) == 1 or number < 0:
+            invalid.append((number, text, row.expected_columns, row.actual_columns))
+            return "skip"
+        # an unbalanced quote made one "row" of several lines: each line is a line of the file, read alone
+        for k, line in enumerate(lines):
+            line = line.rstrip("\r")
+            if not line.strip():
+                invalid.append((number + k, "", row.expected_columns, 0))  # blank: numbered, not a reading
+                continue
+            fields = next(csv.reader([line], delimiter=delimiter))
+            if len(fields) == len(names) and '"' not in line:
+                recovered.append((number + k, fields))
+            else:
+                invalid.append((number + k, line, row.expected_columns, len(fields)))
         return "skip"
 
     column_names = [f"c{i}" for i in range(len(names))]
@@ -141,14 +160,15 @@ def read_rig_csv(path: Path, display_name: str, landed_ns: int, block_bytes: int
         n = 0 if batch is None else batch.num_rows
         bad = [b for b in invalid if b[0] >= next_line or b[0] < 0]
         invalid.clear()
-        # lines of this block: the good rows in order, with the bad lines' numbers taken out
-        bad_numbers = {b[0] for b in bad}
+        saved, recovered[:] = list(recovered), []
+        # lines of this block: the good rows in order, with the bad (and recovered) lines' numbers taken out
+        bad_numbers = {b[0] for b in bad} | {r[0] for r in saved}
         lines, line = [], next_line
         while len(lines) < n:
             if line not in bad_numbers:
                 lines.append(line)
             line += 1
-        next_line = max([line, *[b + 1 for b in bad_numbers]]) if (n or bad) else next_line
+        next_line = max([line, *[b + 1 for b in bad_numbers]]) if (n or bad or saved) else next_line
         tables = []
         if n:
             # a blank line parses as a row of empty cells: not a reading (its line number is still used up)
@@ -169,6 +189,13 @@ def read_rig_csv(path: Path, display_name: str, landed_ns: int, block_bytes: int
                 raw["rig_id"] = pa.array([file_rig] * n, pa.string())
             origin = pa.array([f"{display_name}:{ln}" for ln in lines], pa.string())
             tables.append(parse_raw(raw, origin, landed_ns, problems))
+        if saved:
+            k = len(saved)
+            raw = {t: pa.array([r[1][names.index(h)] for r in saved], pa.string()) for h, t in mapping.items()}
+            if file_rig is not None:
+                raw["rig_id"] = pa.array([file_rig] * k, pa.string())
+            origin = pa.array([f"{display_name}:{r[0]}" for r in saved], pa.string())
+            tables.append(parse_raw(raw, origin, landed_ns))
         real_bad = [b for b in bad if b[1].strip()]  # a blank line is not a reading
         if real_bad:
             k = len(real_bad)

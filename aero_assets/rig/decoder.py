@@ -64,7 +64,9 @@ class RigReadingsDecoder:
             raise DecodeError("expected a JSON object per reading")
         raw = {c: pa.array([_cell(o.get(c)) for o in objs], pa.string()) for c in COLUMNS}
         key_text = key.decode("utf-8", "replace") if key is not None else None
-        problems = [("" if key_text is None or o.get("rig_id") in (None, key_text) else
+        # compared as the parser will read the id (text, trimmed): 7 and "7", " rig-01 " and "rig-01" agree
+        problems = [("" if key_text is None or o.get("rig_id") is None
+                     or (_cell(o.get("rig_id")) or "").strip() == key_text.strip() else
                      f"rig_id {str(o.get('rig_id'))[:100]!r} differs from the message key {key_text[:100]!r}")
                     for o in objs]
         origin = pa.array([""] * len(objs), pa.string())  # filled from partition/offset when read back

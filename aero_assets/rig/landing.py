@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -22,8 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from aero_assets.ids import InvalidIdentifier, validate_id
-from aero_assets.landing_state import parse_file_name
+from aero_assets.landing_state import parse_file_name, remove_temp_files, topic_lock
 from aero_assets.rig.csv_inbox import CsvReport, RejectedFile, read_rig_csv, sha256_of
 from aero_assets.rig.schema import LANDED_SCHEMA
 from resources.lake import fsync_dir, make_dirs_durable
@@ -40,6 +40,7 @@ class CsvLanding:
     days: list[str] = field(default_factory=list)
     path: Path | None = None
     rejected: str | None = None
+    changed: str | None = None  # the file changed during its landing: nothing kept, left in the inbox
     moved_to: Path | None = None
     report: CsvReport | None = None
     seconds: float = 0.0
@@ -49,12 +50,19 @@ def inbox_dir(inbox_root: Path) -> Path:
     return inbox_root / "rig"
 
 
+_NAME = re.compile(r"^[^/\\\x00-\x1f\x7f]{1,200}$")
+
+
 def checked_name(name: str) -> str:
-    """A file name from the inbox as a run's config gives it: a bare name, never a path."""
-    try:
-        return validate_id(name, "inbox file name")
-    except InvalidIdentifier as exc:
-        raise ValueError(f"{exc}; give the name of a file directly in the rig inbox") from None
+    """A file name from the inbox as a run's config gives it: a bare name, never a path.
+
+    People name files: spaces and letters like ü are fine; separators, control characters, `..`
+    and hidden names are not (they would address something outside the inbox).
+    """
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name or name.startswith("."):
+        raise ValueError(f"inbox file name {name!r} is not allowed: give the bare name of a file directly in the "
+                         "rig inbox (no '/', '\\', '..', control characters or leading '.')")
+    return name
 
 
 def land_csv(inbox_root: Path, lake_root: Path, name: str) -> CsvLanding:
@@ -62,11 +70,25 @@ def land_csv(inbox_root: Path, lake_root: Path, name: str) -> CsvLanding:
     t0 = time.perf_counter()
     name = checked_name(name)
     src = inbox_dir(inbox_root) / name
+    if src.is_symlink():  # never follow a link out of the inbox (it could point at any file we can read)
+        out = CsvLanding(name, "")
+        out.rejected = "symbolic links are not followed: copy the file itself into the inbox"
+        out.moved_to = _move(src, inbox_dir(inbox_root) / "rejected", "")
+        _reason_file(out.moved_to, name, "", out.rejected)
+        return out
     if not src.is_file():
         raise FileNotFoundError(f"{src} is not in the inbox (already processed, or never there)")
+    with topic_lock(lake_root.joinpath(*CSV_DIR[:-1])):  # one CSV landing at a time: temp files are ours to remove
+        remove_temp_files(lake_root.joinpath(*CSV_DIR))
+        return _land_locked(inbox_root, lake_root, name, src, t0)
+
+
+def _land_locked(inbox_root: Path, lake_root: Path, name: str, src: Path, t0: float) -> CsvLanding:
+    before = src.stat()
     sha = sha256_of(src)
     out = CsvLanding(name, sha)
-    dest = lake_root.joinpath(*CSV_DIR) / f"{Path(name).stem}-{sha[:16]}.parquet"
+    stem = _safe_stem(name)
+    dest = lake_root.joinpath(*CSV_DIR) / f"{stem}-{sha[:16]}.parquet"
     make_dirs_durable(dest.parent)
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
     days: set[str] = set()
@@ -91,26 +113,50 @@ def land_csv(inbox_root: Path, lake_root: Path, name: str) -> CsvLanding:
     except RejectedFile as exc:
         out.rejected = str(exc)
         out.moved_to = _move(src, inbox_dir(inbox_root) / "rejected", sha)
-        reason = {"file": name, "sha256": sha, "reason": str(exc), "rejected_at": datetime.now(UTC).isoformat()}
-        (out.moved_to.parent / f"{out.moved_to.name}.reason.txt").write_text(
-            f"{exc}\n\n{json.dumps(reason, indent=2)}\n")
+        _reason_file(out.moved_to, name, sha, str(exc))
+        _done_marker(src).unlink(missing_ok=True)
         out.seconds = time.perf_counter() - t0
         return out
     finally:
         tmp.unlink(missing_ok=True)
+    after = src.stat()
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        # still being written: what was read is not the file, so nothing of it is kept and it stays in the
+        # inbox; the sensor takes it again once it settles (its size is part of the run key)
+        dest.unlink(missing_ok=True)
+        out.changed = (f"{name} changed while it was landed ({before.st_size:,} -> {after.st_size:,} bytes): nothing "
+                       "of it was kept; the inbox sensor takes it again once it is complete")
+        out.seconds = time.perf_counter() - t0
+        return out
     out.path = dest
     out.days = sorted(days)
     if out.report is not None:
         out.rows, out.bad_lines = out.report.rows, out.report.bad_lines
     out.moved_to = _move(src, inbox_dir(inbox_root) / "processed", sha)
+    # the marker said "this file is complete"; left behind, it would vouch for the next file of that name
+    _done_marker(src).unlink(missing_ok=True)
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _done_marker(src: Path) -> Path:
+    return src.with_name(f"{src.name}.done")
+
+
+def _safe_stem(name: str) -> str:
+    """The file's stem as a lake file name: any character outside letters, digits, _ . - becomes _."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", Path(name).stem)[:100] or "file"
+
+
+def _reason_file(moved: Path, name: str, sha: str, reason: str) -> None:
+    info = {"file": name, "sha256": sha, "reason": reason, "rejected_at": datetime.now(UTC).isoformat()}
+    (moved.parent / f"{moved.name}.reason.txt").write_text(f"{reason}\n\n{json.dumps(info, indent=2)}\n")
 
 
 def _move(src: Path, folder: Path, sha: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / src.name
-    if target.exists() and sha256_of(target) != sha:  # an earlier file of that name: keep both
+    if (target.exists() or target.is_symlink()) and (not sha or target.is_symlink() or sha256_of(target) != sha):
         target = folder / f"{src.stem}-{sha[:12]}{src.suffix}"
     shutil.move(str(src), str(target))
     return target
@@ -119,8 +165,10 @@ def _move(src: Path, folder: Path, sha: str) -> Path:
 def day_rows(lake_root: Path, topic: str, day: str) -> pa.Table:
     """Every landed row of `day`, from the topic and the CSV files, with its origin, in landing order.
 
-    Landing order: the topic's rows in offset order, then each CSV file's rows in file order (files
-    by name). It decides which copy of a duplicate is kept.
+    Landing order decides which copy of a duplicate is kept: the topic's rows in offset order, then
+    the CSV files newest landed first, each in file order. So a file rewritten with corrections wins
+    over its earlier versions (their rows become duplicates of the correction), while a new file that
+    reuses an old name but holds other days loses nothing.
     """
     tables = []
     topic_dir = lake_root / "landing" / topic
@@ -133,7 +181,8 @@ def day_rows(lake_root: Path, topic: str, day: str) -> pa.Table:
             origin = pc.binary_join_element_wise(f"{topic}/{partition}/", t["_offset"].cast(pa.string()), "")
             t = t.set_column(t.schema.get_field_index("origin"), "origin", origin)
             tables.append(t.select(LANDED_SCHEMA.names).cast(LANDED_SCHEMA))
-    for path in sorted(lake_root.joinpath(*CSV_DIR).glob("*.parquet")):
+    csv_files = [p for p in lake_root.joinpath(*CSV_DIR).glob("*.parquet")]
+    for path in sorted(csv_files, key=lambda p: (-p.stat().st_mtime_ns, p.name)):
         t = ds.dataset(str(path), format="parquet").to_table(filter=cond)
         if t.num_rows:
             tables.append(t.select(LANDED_SCHEMA.names).cast(LANDED_SCHEMA))

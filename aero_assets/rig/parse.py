@@ -16,6 +16,7 @@ and a `problems` text saying what was wrong - so cleaning can quarantine it with
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import numpy as np
@@ -55,26 +56,60 @@ def parse_numbers(col: pa.Array, name: str) -> tuple[pa.Array, np.ndarray, np.nd
     return values, bad, texts
 
 
-def parse_ts(col: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-    """(timestamp[ns, UTC] values, rows with a problem, problem texts)."""
+TS_MIN = np.datetime64("2000-01-01T00:00:00", "ns")  # a rig reading before this is a broken clock or a unit error
+MAX_AHEAD = np.timedelta64(1, "D")  # ... and so is one more than a day ahead of the landing
+
+
+def parse_ts(col: pa.Array, now_ns: int | None = None) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """(timestamp[ns, UTC] values, rows with a problem, problem texts).
+
+    A time outside 2000 .. a day after now (epoch seconds read as milliseconds land in 1970, a typo
+    in 2999) is a problem, not a reading: such a row has no day of its own and would otherwise fall
+    outside every daily partition, neither clean nor quarantined.
+    """
     col = _text(col)
+    n = len(col)
     text = col.to_numpy(zero_copy_only=False)
     blank = np.asarray(pc.fill_null(pc.equal(pc.utf8_trim_whitespace(col), ""), True))
     epoch = np.asarray(pc.fill_null(pc.match_substring_regex(col, _EPOCH_MS), False))
-    ns = np.full(len(col), np.iinfo(np.int64).min, dtype=np.int64)
+    ns = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
     if epoch.any():
         ms = pc.cast(pc.utf8_trim_whitespace(col.filter(pa.array(epoch))), pa.int64()).to_numpy()
-        ns[epoch] = ms * 1_000_000
+        fits = np.abs(ms) < 9_000_000_000_000  # ms * 10**6 must stay inside int64 (year 2255)
+        ns[np.flatnonzero(epoch)[fits]] = ms[fits] * 1_000_000
     iso = ~epoch & ~blank
     if iso.any():
         parsed = pd.to_datetime(pd.Series(text[iso]), format="ISO8601", utc=True, errors="coerce")
-        ns[iso] = parsed.array.as_unit("ns").asi8 if hasattr(parsed.array, "as_unit") else parsed.astype(
-            "int64").to_numpy()
+        values = parsed.dt.tz_localize(None).to_numpy()  # datetime64 at pandas' chosen unit, NaT where bad
+        with np.errstate(invalid="ignore"):
+            inside = ~np.isnat(values) & (values >= np.datetime64("1678-01-01")) & (
+                values <= np.datetime64("2261-12-31"))
+        out = np.full(values.shape, np.iinfo(np.int64).min, dtype=np.int64)
+        out[inside] = values[inside].astype("datetime64[ns]").astype(np.int64)
+        ns[iso] = out
     valid = ns != np.iinfo(np.int64).min
-    bad = ~valid & ~blank
-    texts = np.array([f"ts {q} is not a timestamp" for q in _quote(col.filter(pa.array(bad)))], dtype=object) \
-        if bad.any() else np.array([], dtype=object)
-    return pa.array(ns, mask=~valid).cast(LANDED_SCHEMA.field("ts").type), bad, texts
+    now = np.datetime64(time.time_ns() if now_ns is None else now_ns, "ns")
+    in_range = valid & (ns >= TS_MIN.astype(np.int64)) & (ns <= (now + MAX_AHEAD).astype(np.int64))
+    bad_format = ~valid & ~blank
+    out_of_range = valid & ~in_range
+    texts_by_row = np.full(n, "", dtype=object)
+    if bad_format.any():
+        texts_by_row[bad_format] = [f"ts {q} is not a timestamp" for q in _quote(col.filter(pa.array(bad_format)))]
+    if out_of_range.any():
+        texts_by_row[out_of_range] = [f"ts {q} is before 2000 or more than a day ahead (a clock or unit error?)"
+                                      for q in _quote(col.filter(pa.array(out_of_range)))]
+    bad = bad_format | out_of_range
+    return pa.array(ns, mask=~in_range).cast(LANDED_SCHEMA.field("ts").type), bad, texts_by_row[bad]
+
+
+def _safe_id(value: str) -> bool:
+    from aero_assets.ids import InvalidIdentifier, validate_id
+
+    try:
+        validate_id(value, "rig id")
+        return True
+    except InvalidIdentifier:
+        return False
 
 
 def parse_raw(raw: dict[str, pa.Array], origin: pa.Array, landed_ns: int | None = None,
@@ -93,7 +128,15 @@ def parse_raw(raw: dict[str, pa.Array], origin: pa.Array, landed_ns: int | None 
     rig = _text(raw.get("rig_id", pa.nulls(n, pa.string())))
     rig = pc.if_else(pc.fill_null(pc.equal(pc.utf8_trim_whitespace(rig), ""), True),
                      pa.scalar(None, pa.string()), pc.utf8_trim_whitespace(rig))
-    ts, bad, texts = parse_ts(raw.get("ts", pa.nulls(n, pa.string())))
+    # a rig id travels into Postgres keys, file names and the UI: 1-128 safe characters, checked once per
+    # distinct value (a NUL byte or a 10 KB id would wedge the serving table's primary key)
+    distinct = [v for v in pc.unique(rig).drop_null().to_pylist() if not _safe_id(v)]
+    if distinct:
+        unsafe = np.asarray(pc.fill_null(pc.is_in(rig, value_set=pa.array(distinct, pa.string())), False))
+        note(unsafe, np.array([f"rig_id {q} is not a safe id (1-128 letters, digits, _ . -)"
+                               for q in _quote(rig.filter(pa.array(unsafe)))], dtype=object))
+        rig = pc.if_else(pa.array(unsafe), pa.scalar(None, pa.string()), rig)
+    ts, bad, texts = parse_ts(raw.get("ts", pa.nulls(n, pa.string())), landed_ns)
     note(bad, texts)
     cols = {}
     for name in NUMBERS:
