@@ -130,6 +130,8 @@ def test_the_daemon_summarises_and_publishes_every_lap_of_an_f1_session_by_itsel
     assert "simulate f1" in sim.stderr, "a progress bar is shown on stderr"
     laps = json.loads(sim.stdout.strip().splitlines()[-1])["laps"]
     assert list(laps) == ["0", "1", "2"]
+    with dg.DagsterInstance.from_config(str(dagster_home)):
+        pass  # the storage is created here, not raced by the daemon and this test opening it at once
 
     log = (tmp_path / "daemon.log").open("wb")
     daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
@@ -151,3 +153,47 @@ def test_the_daemon_summarises_and_publishes_every_lap_of_an_f1_session_by_itsel
     finally:
         stop_process_group(daemon)
     assert analytics_counts(kafka, "f1.analytics") == {"e2e-f1:0": 1, "e2e-f1:1": 1, "e2e-f1:2": 1}
+
+
+def test_the_daemon_lands_a_dropped_csv_and_its_day_by_itself(tmp_path, broker):
+    """A CSV dropped into the inbox: the inbox sensor takes it once complete, the landing moves it to
+    processed/, the readings sensor asks for its day, and the day's clean readings, anomalies and KPIs
+    materialize with nobody clicking; a broken file ends in rejected/ with its reason."""
+    from aero_assets.keys import RIG_KPIS
+    from aero_assets.rig.assets import BALANCE_CHECK
+
+    home = tmp_path / "aero"
+    dagster_home = home / "dagster"
+    dagster_home.mkdir(parents=True)
+    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    env = {**os.environ, "AERO_HOME": str(home), "AERO_KAFKA_BOOTSTRAP": broker.bootstrap,
+           "DAGSTER_HOME": str(dagster_home)}
+    inbox = home / "inbox" / "rig"
+    inbox.mkdir(parents=True)
+    lines = [f"2026-11-29T{h:02d}:{m:02d}:00Z,{55 + (h * 60 + m) % 7 * 0.1:.1f},1010.0,{100 + h:.1f}"
+             for h in range(3) for m in range(0, 60, 6)]
+    (inbox / "rig-21__nov29.csv").write_text("timestamp,temperature,pressure,uptime\n" + "\n".join(lines) + "\n")
+    (inbox / "no header.csv").write_text("1,2,3\n")
+    with dg.DagsterInstance.from_config(str(dagster_home)):
+        pass  # the storage is created here, not raced by the daemon and this test opening it at once
+
+    log = (tmp_path / "daemon.log").open("wb")
+    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+                              env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            def kpis():
+                recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=RIG_KPIS), limit=5).records
+                return [r for r in recs if r.partition_key == "2026-11-29"]
+
+            wait_for(kpis, timeout=180, interval=1.0, what="the daemon to land the CSV and build its day")
+            check = instance.get_latest_asset_check_evaluation_record(
+                dg.AssetCheckKey(dg.AssetKey(["rig", "clean_readings"]), BALANCE_CHECK))
+            assert check is not None and check.event.asset_check_evaluation.passed
+    finally:
+        stop_process_group(daemon)
+    assert (inbox / "processed" / "rig-21__nov29.csv").exists()
+    assert "no header" in (inbox / "rejected" / "no header.csv.reason.txt").read_text()
+    import pyarrow.parquet as pq
+    kpi = pq.read_table(home / "lake" / "rig" / "kpis" / "day=2026-11-29" / "data.parquet").to_pylist()
+    assert [(r["rig_id"], r["readings"]) for r in kpi] == [("rig-21", 30)]
