@@ -133,7 +133,7 @@ def station_series(hourly_frame: pd.DataFrame, station: str, column: str = "temp
     return pd.Series(frame[column].to_numpy(dtype=float), index=frame["ts"].to_numpy(dtype=np.int64), name=column)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: identity equality, compare to_arrays() instead
 class TrainingSet:
     """Windowed, scaled sequences of one hourly series, split by time.
 

@@ -94,7 +94,7 @@ def simulate_station(
     noise_std_c = rng.uniform(1.2, 1.8)
 
     hour_of_day = (ts % NS_PER_DAY) / NS_PER_HOUR  # local solar time == UTC for a simulated station
-    day_of_year = pd.DatetimeIndex(ts).dayofyear.to_numpy() - 1 + hour_of_day / 24.0
+    day_of_year = pd.DatetimeIndex(ts).day_of_year.to_numpy() - 1 + hour_of_day / 24.0
     yearly = -yearly_amplitude_c * np.cos(2 * np.pi * (day_of_year - 15.0) / 365.25)  # coldest mid-January
     daily = daily_amplitude_c * np.cos(2 * np.pi * (hour_of_day - 15.0) / 24.0)  # warmest at 15:00
     weather = _ar1(rng, n, _per_step(0.92, interval_s), noise_std_c)
