@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"delta={t.ph_delta} lambda={t.ph_lambda}: false alarms {int(table['false_alarm'].sum())}/{len(table)} runs "
         f"(calm {int(table.loc[table['mode'] == 'calm', 'false_alarm'].sum())}/{args.seeds}), "
-        f"heatwaves detected {int(wave['detected'].sum())}/{args.seeds}, "
+        f"heatwaves detected {int(wave['detected'].sum())}/{args.seeds} "
+        f"(within 24 h: {int((wave['delay_h'] <= 24).sum())}/{args.seeds}), "
         f"delay h min/median/max {wave['delay_h'].min():.1f}/{wave['delay_h'].median():.1f}/{wave['delay_h'].max():.1f}"
     )
 
