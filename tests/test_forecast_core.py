@@ -139,6 +139,13 @@ def test_hourly_handles_several_stations_and_gaps_wants_one_of_them():
         gaps(out)
 
 
+def test_hourly_grid_keeps_every_hour_of_a_span_longer_than_float64_can_count_in_ns():
+    readings, _ = simulate_station("S", JULY, 200, seed=0)  # 200 days > 2**53 ns: np.arange would lose an hour
+    out = hourly(readings.drop(index=[5]))
+    assert len(out) == 200 * 24 and np.all(np.diff(out["ts"]) == NS_PER_HOUR)
+    assert out.loc[5, "interpolated"]
+
+
 # --- training set --------------------------------------------------------------------------------
 
 

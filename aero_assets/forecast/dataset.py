@@ -72,15 +72,13 @@ def hourly(readings: pd.DataFrame, *, max_gap_h: int = MAX_INTERPOLATED_GAP_H) -
     means = grouped[list(VALUE_COLUMNS)].mean()
     means["n_readings"] = grouped["temperature_c"].count()
 
-    # A full hourly grid per station (a loop over stations, not samples: a handful of iterations).
+    # A full hourly grid per station, in integer arithmetic: np.arange over ns-epoch values sizes
+    # itself in float64 and loses the last hour once a span exceeds 2**53 ns (about 104 days).
     bounds = frame.groupby("station")["ts"].agg(["min", "max"])
-    grid = pd.MultiIndex.from_arrays(
-        [
-            np.repeat(bounds.index.to_numpy(), ((bounds["max"] - bounds["min"]) // NS_PER_HOUR + 1).to_numpy()),
-            np.concatenate([np.arange(lo, hi + 1, NS_PER_HOUR, dtype=np.int64) for lo, hi in bounds.to_numpy()]),
-        ],
-        names=["station", "ts"],
-    )
+    hours = ((bounds["max"] - bounds["min"]) // NS_PER_HOUR + 1).to_numpy()
+    first_row = np.repeat(np.cumsum(hours) - hours, hours)
+    grid_ts = np.repeat(bounds["min"].to_numpy(), hours) + (np.arange(hours.sum()) - first_row) * NS_PER_HOUR
+    grid = pd.MultiIndex.from_arrays([np.repeat(bounds.index.to_numpy(), hours), grid_ts], names=["station", "ts"])
     out = means.reindex(grid)
     out["n_readings"] = out["n_readings"].fillna(0).astype(np.int64)
     out = out.reset_index()
