@@ -150,3 +150,36 @@ def _first_analytics_value(kafka, topic):
 
     read = read_events(kafka, topic, TopicCursor(), kafka.identity(topic), max_messages=1)
     return read.events[0].value
+
+
+@pytest.mark.parametrize("flush_first", [True, False], ids=["killed after delivery", "killed before delivery"])
+def test_a_publisher_killed_mid_publication_leaves_each_lap_on_the_topic_exactly_once(settings, kafka, flush_first):
+    """SIGKILL of the publishing process right after producing (delivered or not): the next publisher
+    reads the topic and sends only what is missing - every lap key ends up on f1.analytics once."""
+    import subprocess
+    import sys
+
+    from aero_assets.f1.assets import publish_once
+    from tests.conftest import REPO
+
+    rows = [{"session_id": "s-kill", "lap": lap, "lap_time_s": 89.0 + lap} for lap in range(4)]
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {str(REPO)!r})
+from pathlib import Path
+from aero_assets.f1.assets import publish_once
+from resources import KafkaResource
+def die(producer):
+    if {flush_first!r}:
+        producer.flush(10)
+    os.kill(os.getpid(), signal.SIGKILL)
+publish_once(KafkaResource(bootstrap_servers={kafka.bootstrap_servers!r}), Path({str(settings.lake_dir)!r}),
+             {settings.topics.f1_analytics!r}, "s-kill", {rows!r}, after_produce=die)
+"""
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert child.returncode == -9, child.stderr.decode()
+    due, after = publish_once(kafka, settings.lake_dir, settings.topics.f1_analytics, "s-kill", rows)
+    assert after == {f"s-kill:{lap}": 1 for lap in range(4)}
+    if flush_first:
+        assert due == [], "delivered before the kill: nothing is sent again"
+    assert analytics_counts(kafka, settings.topics.f1_analytics) == after

@@ -257,12 +257,8 @@ def build_f1_assets(topics: Topics, limits: F1Limits) -> list:
             raise dg.Failure(description=f"not publishing {sid}: its summaries failed `{COUNT_CHECK}` ("
                                          f"{verdict.get('counted')} rows accounted for, {verdict.get('landed')} "
                                          "landed); re-materialize f1/lap_summaries once the landing is complete")
-        # one publisher at a time, whatever the pool says: read what is there, then add what is not
-        with topic_lock(lake.path / "publish" / analytics_topic):
-            before = analytics_counts(kafka, analytics_topic, sid)
-            due = [r for r in done.to_dict("records") if lap_key(sid, r["lap"]) not in before]
-            sent = publish_laps(kafka, analytics_topic, due)
-            after = analytics_counts(kafka, analytics_topic, sid) if sent else before
+        due, after = publish_once(kafka, lake.path, analytics_topic, sid, done.to_dict("records"))
+        sent = len(due)
         wanted = {lap_key(sid, lap) for lap in done["lap"]}
         missing = sorted(wanted - set(after))
         twice = sorted(k for k, n in after.items() if n > 1)
@@ -317,13 +313,31 @@ def lap_message(row: dict) -> dict:
     return out
 
 
-def publish_laps(kafka: KafkaResource, topic: str, rows: list[dict]) -> int:
+def publish_once(kafka: KafkaResource, lake_root: Path, topic: str, session_id: str, rows: list[dict],
+                 after_produce=None) -> tuple[list[dict], dict[str, int]]:
+    """Publish the laps of `rows` that are not on `topic` yet; returns (published rows, counts by key after).
+
+    Exactly once without transactions: one publisher at a time (a file lock in the lake, whatever the
+    Dagster pool says), which reads the topic to its end and adds only the keys it lacks. A publisher
+    killed after producing leaves either delivered messages (the next one sees them) or none (the next
+    one sends them): never a second copy. `after_produce` is a crash point for tests.
+    """
+    with topic_lock(lake_root / "publish" / topic):
+        before = analytics_counts(kafka, topic, session_id)
+        due = [r for r in rows if lap_key(session_id, r["lap"]) not in before]
+        sent = publish_laps(kafka, topic, due, after_produce)
+        return due, (analytics_counts(kafka, topic, session_id) if sent else before)
+
+
+def publish_laps(kafka: KafkaResource, topic: str, rows: list[dict], after_produce=None) -> int:
     if not rows:
         return 0
     producer = kafka.producer(**{"linger.ms": 5, "enable.idempotence": True})
     for r in rows:
         msg = lap_message(r)
         producer.produce(topic, json.dumps(msg).encode(), msg["key"].encode(), headers=_HEADERS)
+    if after_produce is not None:
+        after_produce(producer)
     left = producer.flush(30)
     if left:
         raise dg.Failure(description=f"{left} lap message(s) were not acknowledged by the broker within 30 s; "
