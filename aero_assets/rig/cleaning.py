@@ -263,15 +263,12 @@ def _take_clean(
     return pa.Table.from_arrays(columns, schema=CLEAN_SCHEMA)
 
 
-_DAY_RECORD = np.dtype([("head", "<u8"), ("tail", "<u2")])  # one 'YYYY-MM-DD' as 8 + 2 bytes
-
-
 def _days_from_ts(day: pa.ChunkedArray, landed_ts: np.ndarray, is_clean: np.ndarray, ts: np.ndarray) -> pa.Array | None:
     """The clean rows' `day`, built from their int64 `ts` (already in clean order), or None.
 
     For a clean row, landing sets `day` to the UTC date of its ts; that is checked rather than
     assumed, in landing order and without gathering any strings (every landed day is 10 bytes, and
-    equal, as 8 + 2 bytes, to the date formatted from `landed_ts`, wherever `is_clean`), and None
+    equal, byte for byte, to the date formatted from `landed_ts`, wherever `is_clean`), and None
     is returned when it does not hold. The days then come from a small table of formatted dates
     indexed by ts // day, instead of dictionary-encoding and re-gathering 10 M strings.
     """
@@ -283,25 +280,26 @@ def _days_from_ts(day: pa.ChunkedArray, landed_ts: np.ndarray, is_clean: np.ndar
     start = int(offsets[0])
     if int(offsets[-1]) - start != 10 * n or not np.all(np.diff(offsets) == 10):
         return None
-    records = np.frombuffer(arr.buffers()[2], dtype=_DAY_RECORD, count=n, offset=start)
+    landed = np.frombuffer(arr.buffers()[2], dtype=np.uint8, count=10 * n, offset=start).reshape(n, 10)
     d_lo, d_hi = int(ts.min()) // NS_PER_DAY, int(ts.max()) // NS_PER_DAY
     if d_hi - d_lo > 1_000_000:
         return None
     dates = np.datetime_as_string(np.arange(d_lo, d_hi + 1).astype("datetime64[D]"), unit="D").astype("S10")
-    if dates.dtype.itemsize != 10 or any(len(d) != 10 for d in dates[[0, -1]]):
+    table = np.frombuffer(dates.tobytes(), dtype=np.uint8).reshape(-1, 10)
+    if table.shape[0] != dates.size:  # (a date that does not format to 10 characters)
         return None
-    table = np.frombuffer(dates.tobytes(), dtype=_DAY_RECORD)
     idx = landed_ts // NS_PER_DAY
     idx -= d_lo
-    np.clip(idx, 0, table.size - 1, out=idx)  # (rows that are not clean may be anywhere; they are not checked)
-    bad = records["head"] != table["head"][idx]
-    bad |= records["tail"] != table["tail"][idx]
-    bad &= is_clean
-    if bad.any():
+    np.clip(idx, 0, dates.size - 1, out=idx)  # (rows that are not clean may be anywhere; they are not checked)
+    expected = np.take(table, idx, axis=0)
+    other = np.flatnonzero(~is_clean)
+    expected[other] = landed[other]
+    if not np.array_equal(expected, landed):
         return None
+    del expected
     out_idx = ts // NS_PER_DAY
     out_idx -= d_lo
-    data = table[out_idx]
+    data = np.take(table, out_idx, axis=0)
     return pa.StringArray.from_buffers(
         ts.size, pa.py_buffer(np.arange(0, 10 * ts.size + 1, 10, dtype=np.int32)), pa.py_buffer(data)
     )
