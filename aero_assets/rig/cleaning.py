@@ -125,7 +125,7 @@ def order_by_rig_ts(
     on_time, behind = np.flatnonzero(~late), np.flatnonzero(late)
     behind = behind[np.argsort(key[behind], kind="stable")]
     perm = np.insert(on_time, np.searchsorted(key[on_time], key[behind], side="right"), behind)
-    return order[perm], c_p[perm], t_p[perm]
+    return order[perm], c_p, t_p[perm]  # (rows move only within their rig's run: the codes stay as they are)
 
 
 def _missing_reason(sub: pa.Table) -> pa.Array:
