@@ -30,6 +30,7 @@ from aero_assets.rig.schema import CLEAN_SCHEMA, LANDED_SCHEMA, QUARANTINE_SCHEM
 
 _UNIT = {"temperature_c": "°C", "pressure_hpa": "hPa", "uptime_h": "h"}
 _CLEAN, _UNPARSEABLE, _MISSING, _IMPOSSIBLE, _DUPLICATE = range(5)
+NS_PER_DAY = 86_400 * 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -84,17 +85,47 @@ def lex_rig_codes(rig_id: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
 
 
 def sort_by_rig_ts(codes: np.ndarray, ts: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
-    """Row numbers ordered by (rig code, ts), ties in landing order; only rows where `keep` is true.
+    """Row numbers ordered by (rig code, ts), ties in landing order; only rows where `keep` is true."""
+    return order_by_rig_ts(codes, ts, keep)[0]
 
-    Two stable sorts instead of a lexsort: ts first (landed data is nearly in time order, which
-    timsort does in about linear time), then the rig code as int16, which numpy radix-sorts.
-    All rows are sorted and the unwanted ones dropped afterwards: cheaper than first gathering
-    the wanted rows' keys, since nearly all rows are wanted.
+
+def order_by_rig_ts(
+    codes: np.ndarray, ts: np.ndarray, keep: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order, codes[order], ts[order]): rows by (rig code, ts), ties in landing order, only where `keep`.
+
+    One stable radix sort of the rig code as int16 partitions the rows by rig; landed data is
+    nearly in time order per rig, so what is left is to move the few rows whose ts is below the
+    running maximum of their rig (late resends): those are taken out, stably sorted among
+    themselves and merged back after the equal keys before them (`searchsorted(side="right")`),
+    which is exactly the stable sort by (code, ts). When the (code, ts) pair does not fit one
+    int64 key, two stable sorts instead (ts, then code).
     """
-    by_ts = np.argsort(ts, kind="stable")
     small = codes.astype(np.int16 if codes.size == 0 or codes.max() < 32_000 else np.int64)
-    order = by_ts[np.argsort(small[by_ts], kind="stable")]
-    return order if keep is None or keep.all() else order[keep[order]]
+    order = np.argsort(small, kind="stable")
+    if keep is not None and not keep.all():
+        order = order[keep[order]]
+    c_p, t_p = np.take(codes, order), np.take(ts, order)
+    if order.size < 2:
+        return order, c_p, t_p
+    t_lo, t_hi = int(t_p.min()), int(t_p.max())
+    c_lo, c_hi = int(c_p[0]), int(c_p[-1])
+    if (c_hi - c_lo + 1) * (t_hi - t_lo + 1) >= 2**62:  # rows already by code: stable by ts, then by code
+        perm = np.argsort(t_p, kind="stable")
+        perm = perm[np.argsort(small[order][perm], kind="stable")]
+        return order[perm], c_p[perm], t_p[perm]
+    key = (c_p - c_lo).astype(np.int64)
+    key *= t_hi - t_lo + 1
+    key += t_p
+    key -= t_lo
+    late = np.zeros(key.size, dtype=bool)
+    late[1:] = key[1:] < np.maximum.accumulate(key)[:-1]
+    if not late.any():
+        return order, c_p, t_p
+    on_time, behind = np.flatnonzero(~late), np.flatnonzero(late)
+    behind = behind[np.argsort(key[behind], kind="stable")]
+    perm = np.insert(on_time, np.searchsorted(key[on_time], key[behind], side="right"), behind)
+    return order[perm], c_p, t_p[perm]  # (rows move only within their rig's run: the codes stay as they are)
 
 
 def _missing_reason(sub: pa.Table) -> pa.Array:
@@ -163,8 +194,7 @@ def clean(table: pa.Table, bounds: PhysicalBounds | None = None) -> tuple[pa.Tab
 
     codes, dictionary = lex_rig_codes(table["rig_id"])
     ts = to_numpy(table["ts"].cast(pa.int64()), 0)
-    ordered = sort_by_rig_ts(codes, ts, code == _CLEAN)
-    rig_sorted, ts_sorted = codes[ordered], ts[ordered]  # gathered once, reused for the clean columns
+    ordered, rig_sorted, ts_sorted = order_by_rig_ts(codes, ts, code == _CLEAN)  # reused for the clean columns
     is_dup = np.zeros(ordered.size, dtype=bool)  # (not concatenate([False], ...): no candidates at all is fine)
     is_dup[1:] = (rig_sorted[1:] == rig_sorted[:-1]) & (ts_sorted[1:] == ts_sorted[:-1])
     dup_pos = np.flatnonzero(is_dup)
@@ -175,7 +205,7 @@ def clean(table: pa.Table, bounds: PhysicalBounds | None = None) -> tuple[pa.Tab
         code[ordered[dup_pos]] = _DUPLICATE
         keep_mask = ~is_dup
         ordered, rig_sorted, ts_sorted = ordered[keep_mask], rig_sorted[keep_mask], ts_sorted[keep_mask]
-    clean_table = _take_clean(table, ordered, rig_sorted, dictionary, ts_sorted, values)
+    clean_table = _take_clean(table, ordered, rig_sorted, dictionary, ts_sorted, values, ts, code == _CLEAN)
 
     quarantined = np.flatnonzero(code != _CLEAN)
     sub = table.take(pa.array(quarantined))
@@ -197,27 +227,79 @@ def clean(table: pa.Table, bounds: PhysicalBounds | None = None) -> tuple[pa.Tab
 
 
 def _take_clean(
-    table: pa.Table, keep: np.ndarray, rig_codes: np.ndarray, dictionary: pa.Array, ts: np.ndarray, values: dict
+    table: pa.Table,
+    keep: np.ndarray,
+    rig_codes: np.ndarray,
+    dictionary: pa.Array,
+    ts: np.ndarray,
+    values: dict,
+    landed_ts: np.ndarray,
+    is_clean: np.ndarray,
 ) -> pa.Table:
     """The clean columns at rows `keep` (a permutation to (rig_id, ts) order, minus dropped rows).
 
     `rig_codes` and `ts` are already gathered at `keep`; `values` are the signals in landing order.
 
     This gather is most of cleaning's cost, so each column takes its cheapest road: numbers are
-    gathered by NumPy from arrays already in hand, rig_id and day are rebuilt from small
-    dictionaries (a gather of int32 codes, then strings copied from a dictionary that stays in
-    cache), and only origin, unique per row, needs Arrow's string take, which runs on a second
+    gathered by NumPy from arrays already in hand (ts wrapped without a copy), rig_id is rebuilt
+    from its small dictionary, day from ts (see `_days_from_ts`; `landed_ts` and `is_clean` are in
+    landing order, for its check), and only origin, unique per row, needs Arrow's string take, which runs on a second
     thread meanwhile (Arrow releases the GIL).
     """
     with ThreadPoolExecutor(1) as pool:
         origin = pool.submit(lambda: table["origin"].combine_chunks().take(pa.array(keep)))
-        day = pc.dictionary_encode(table["day"]).combine_chunks()
-        day_idx = to_numpy(day.indices, 0)[keep]
+        day = _days_from_ts(table["day"], landed_ts, is_clean, ts)
+        if day is None:  # some clean row's day is not its ts's UTC date: take the landed strings as they are
+            day_enc = pc.dictionary_encode(table["day"]).combine_chunks()
+            day_idx = to_numpy(day_enc.indices, 0)[keep]
+            day = pa.DictionaryArray.from_arrays(pa.array(day_idx), day_enc.dictionary).cast(pa.string())
         columns = [
             pa.DictionaryArray.from_arrays(pa.array(rig_codes.astype(np.int32)), dictionary).cast(pa.string()),
-            pa.array(ts).cast(CLEAN_SCHEMA.field("ts").type),
-            *(pa.array(values[name][keep]) for name in SIGNALS),
+            pa.Array.from_buffers(CLEAN_SCHEMA.field("ts").type, ts.size, [None, pa.py_buffer(ts)]),
+            *(pa.array(np.take(values[name], keep)) for name in SIGNALS),  # (np.take: cheaper than x[keep])
             origin.result(),
-            pa.DictionaryArray.from_arrays(pa.array(day_idx), day.dictionary).cast(pa.string()),
+            day,
         ]
     return pa.Table.from_arrays(columns, schema=CLEAN_SCHEMA)
+
+
+def _days_from_ts(day: pa.ChunkedArray, landed_ts: np.ndarray, is_clean: np.ndarray, ts: np.ndarray) -> pa.Array | None:
+    """The clean rows' `day`, built from their int64 `ts` (already in clean order), or None.
+
+    For a clean row, landing sets `day` to the UTC date of its ts; that is checked rather than
+    assumed, in landing order and without gathering any strings (every landed day is 10 bytes, and
+    equal, byte for byte, to the date formatted from `landed_ts`, wherever `is_clean`), and None
+    is returned when it does not hold. The days then come from a small table of formatted dates
+    indexed by ts // day, instead of dictionary-encoding and re-gathering 10 M strings.
+    """
+    arr = _flat(day)
+    n = len(arr)
+    if arr.null_count or ts.size == 0 or n >= 2**31 // 10:
+        return None
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=n + 1, offset=4 * arr.offset)
+    start = int(offsets[0])
+    if int(offsets[-1]) - start != 10 * n or not np.all(np.diff(offsets) == 10):
+        return None
+    landed = np.frombuffer(arr.buffers()[2], dtype=np.uint8, count=10 * n, offset=start).reshape(n, 10)
+    d_lo, d_hi = int(ts.min()) // NS_PER_DAY, int(ts.max()) // NS_PER_DAY
+    if d_hi - d_lo > 1_000_000:
+        return None
+    dates = np.datetime_as_string(np.arange(d_lo, d_hi + 1).astype("datetime64[D]"), unit="D").astype("S10")
+    table = np.frombuffer(dates.tobytes(), dtype=np.uint8).reshape(-1, 10)
+    if table.shape[0] != dates.size:  # (a date that does not format to 10 characters)
+        return None
+    idx = landed_ts // NS_PER_DAY
+    idx -= d_lo
+    np.clip(idx, 0, dates.size - 1, out=idx)  # (rows that are not clean may be anywhere; they are not checked)
+    expected = np.take(table, idx, axis=0)
+    other = np.flatnonzero(~is_clean)
+    expected[other] = landed[other]
+    if not np.array_equal(expected, landed):
+        return None
+    del expected
+    out_idx = ts // NS_PER_DAY
+    out_idx -= d_lo
+    data = np.take(table, out_idx, axis=0)
+    return pa.StringArray.from_buffers(
+        ts.size, pa.py_buffer(np.arange(0, 10 * ts.size + 1, 10, dtype=np.int32)), pa.py_buffer(data)
+    )

@@ -42,10 +42,10 @@ def kpis_by_day(scored: pa.Table) -> pa.Table:
     if n == 0:
         return KPI_SCHEMA.empty_table()
     ts = to_numpy(scored["ts"].cast(pa.int64()))
-    day_code = pc.dictionary_encode(scored["day"]).combine_chunks().indices.to_numpy()
-    rig = scored["rig_id"]
-    rig_change = pc.not_equal(rig.slice(1), rig.slice(0, n - 1)).to_numpy(zero_copy_only=False)
-    new_run = np.concatenate([[True], rig_change | (day_code[1:] != day_code[:-1])])
+    new_run = np.ones(n, dtype=bool)  # a run starts where rig_id or day differs from the row before
+    if n > 1:
+        new_run[1:] = _changes(scored["rig_id"])
+        new_run[1:] |= _changes(scored["day"])
     starts = np.flatnonzero(new_run)
     ends = np.append(starts[1:], n)
     counts = ends - starts
@@ -74,6 +74,12 @@ def kpis_by_day(scored: pa.Table) -> pa.Table:
         ],
         schema=KPI_SCHEMA,
     )
+
+
+def _changes(col: pa.ChunkedArray) -> np.ndarray:
+    """col[i + 1] != col[i] for every neighbour pair (a string comparison, cheaper than dictionary-encoding)."""
+    n = len(col)
+    return pc.not_equal(col.slice(1), col.slice(0, n - 1)).to_numpy(zero_copy_only=False)
 
 
 def daily_kpis(scored: pa.Table, day: str) -> pa.Table:
