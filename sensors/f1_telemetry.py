@@ -79,8 +79,14 @@ def build_f1_sensor(telemetry_topic: str, sessions_topic: str, policy: LandingPo
         requests: list[dg.RunRequest] = []
         new_sessions: list[str] = []
 
+        checked: set[str] = set()
+
         def know(sid: str) -> None:
-            if sid not in new_sessions and not context.instance.has_dynamic_partition(f1_sessions.name, sid):
+            # one partition look-up per session per tick, not per event (a flood of lap events is cheap)
+            if sid in checked:
+                return
+            checked.add(sid)
+            if not context.instance.has_dynamic_partition(f1_sessions.name, sid):
                 new_sessions.append(sid)
 
         # 1. lifecycle events: new sessions, and laps that just completed

@@ -174,3 +174,16 @@ def test_a_done_marker_means_complete_at_once_and_hostile_names_are_not_taken(tm
     (inbox / "x;rm -rf.csv").write_bytes(HEADER + GOOD)
     result = _tick(build_rig_inbox_sensor(settle_s=3600), instance, lake)
     assert [r.tags["aero/file"] for r in result.run_requests] == ["rig-08.csv"]
+
+
+def test_rows_read_and_rows_counted_come_from_one_listing_whatever_lands_meanwhile(tmp_path):
+    """The day's balance check counts the files the day's rows were read from: a landing that writes
+    the next file in between is no discrepancy (the sensor asks for the day again after it)."""
+    from aero_assets.rig.landing import count_day_rows, day_files, day_rows
+
+    _land(tmp_path, "rig-07.csv", HEADER + GOOD)
+    files = day_files(tmp_path / "lake", "rig.readings")
+    rows = day_rows(tmp_path / "lake", "rig.readings", "2026-03-01", files)
+    _land(tmp_path, "rig-08.csv", HEADER + GOOD)  # lands while the day is being cleaned
+    assert count_day_rows(tmp_path / "lake", "rig.readings", "2026-03-01", files) == rows.num_rows == 2
+    assert count_day_rows(tmp_path / "lake", "rig.readings", "2026-03-01") == 4

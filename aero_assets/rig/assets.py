@@ -30,7 +30,7 @@ from aero_assets.keys import (
 from aero_assets.landing import land_topic
 from aero_assets.plots import png_markdown
 from aero_assets.rig.decoder import RigReadingsDecoder
-from aero_assets.rig.landing import count_day_rows, day_rows, days_of, land_csv
+from aero_assets.rig.landing import count_day_rows, day_files, day_rows, days_of, land_csv
 from aero_assets.rig.serving_tables import serve_anomalies, serve_kpis, serve_readings
 from aero_assets.rig.settings import RigLimits
 from resources import KafkaResource, LakeResource, ServingResource, ServingUnavailable, Topics, write_parquet_atomic
@@ -140,11 +140,12 @@ def build_rig_assets(topics: Topics, limits: RigLimits) -> list:
         from aero_assets.rig.cleaning import clean
 
         day = context.partition_key
-        rows = day_rows(lake.path, topic, day)
+        files = day_files(lake.path, topic)  # one listing: a landing writing the next file meanwhile is no discrepancy
+        rows = day_rows(lake.path, topic, day, files)
         good, quarantined = clean(rows)
         write_parquet_atomic(good, _day_dir(lake, RIG_CLEAN, day) / "data.parquet")
         write_parquet_atomic(quarantined, _day_dir(lake, "rig/quarantine", day) / "data.parquet")
-        landed = count_day_rows(lake.path, topic, day)
+        landed = count_day_rows(lake.path, topic, day, files)
         n_clean = pq.ParquetFile(_day_dir(lake, RIG_CLEAN, day) / "data.parquet").metadata.num_rows
         n_q = pq.ParquetFile(_day_dir(lake, "rig/quarantine", day) / "data.parquet").metadata.num_rows
         rate = n_q / landed if landed else 0.0

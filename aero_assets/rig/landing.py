@@ -162,40 +162,43 @@ def _move(src: Path, folder: Path, sha: str) -> Path:
     return target
 
 
-def day_rows(lake_root: Path, topic: str, day: str) -> pa.Table:
-    """Every landed row of `day`, from the topic and the CSV files, with its origin, in landing order.
+def day_files(lake_root: Path, topic: str) -> list[Path]:
+    """The landed files in landing order: the topic's in offset order, then the CSVs newest landed first.
 
-    Landing order decides which copy of a duplicate is kept: the topic's rows in offset order, then
-    the CSV files newest landed first, each in file order. So a file rewritten with corrections wins
-    over its earlier versions (their rows become duplicates of the correction), while a new file that
-    reuses an old name but holds other days loses nothing.
+    Landing order decides which copy of a duplicate is kept: a file rewritten with corrections wins over
+    its earlier versions (their rows become duplicates of the correction), while a new file that reuses
+    an old name but holds other days loses nothing. Listed once per materialization, so the rows read
+    and the rows counted by the check come from the same files, whatever lands meanwhile.
     """
-    tables = []
     topic_dir = lake_root / "landing" / topic
-    kafka_files = sorted((parse_file_name(p.name)[1:3], p) for p in topic_dir.glob("*.parquet")
-                         if parse_file_name(p.name) is not None)
+    kafka = sorted((parse_file_name(p.name)[1:3], p) for p in topic_dir.glob("*.parquet")
+                   if parse_file_name(p.name) is not None)
+    csv_files = list(lake_root.joinpath(*CSV_DIR).glob("*.parquet"))
+    return [p for _, p in kafka] + sorted(csv_files, key=lambda p: (-p.stat().st_mtime_ns, p.name))
+
+
+def day_rows(lake_root: Path, topic: str, day: str, files: list[Path] | None = None) -> pa.Table:
+    """Every landed row of `day` (from `files`, default: `day_files`), with its origin, in landing order."""
+    files = day_files(lake_root, topic) if files is None else files
+    topic_dir = lake_root / "landing" / topic
     cond = ds.field("day") == day
-    for (partition, _), path in kafka_files:
+    tables = []
+    for path in files:
         t = ds.dataset(str(path), format="parquet").to_table(filter=cond)
-        if t.num_rows:
+        if not t.num_rows:
+            continue
+        if path.parent == topic_dir:  # a topic file: the origin is its partition and the row's offset
+            partition = parse_file_name(path.name)[1]
             origin = pc.binary_join_element_wise(f"{topic}/{partition}/", t["_offset"].cast(pa.string()), "")
             t = t.set_column(t.schema.get_field_index("origin"), "origin", origin)
-            tables.append(t.select(LANDED_SCHEMA.names).cast(LANDED_SCHEMA))
-    csv_files = [p for p in lake_root.joinpath(*CSV_DIR).glob("*.parquet")]
-    for path in sorted(csv_files, key=lambda p: (-p.stat().st_mtime_ns, p.name)):
-        t = ds.dataset(str(path), format="parquet").to_table(filter=cond)
-        if t.num_rows:
-            tables.append(t.select(LANDED_SCHEMA.names).cast(LANDED_SCHEMA))
+        tables.append(t.select(LANDED_SCHEMA.names).cast(LANDED_SCHEMA))
     return pa.concat_tables(tables) if tables else LANDED_SCHEMA.empty_table()
 
 
-def count_day_rows(lake_root: Path, topic: str, day: str) -> int:
-    """The day's landed rows counted straight from the files (for the check, independent of `day_rows`)."""
-    files = [str(p) for p in (lake_root / "landing" / topic).glob("*.parquet") if parse_file_name(p.name)]
-    files += [str(p) for p in lake_root.joinpath(*CSV_DIR).glob("*.parquet")]
-    if not files:
-        return 0
-    return int(sum(ds.dataset(f, format="parquet").count_rows(filter=ds.field("day") == day) for f in files))
+def count_day_rows(lake_root: Path, topic: str, day: str, files: list[Path] | None = None) -> int:
+    """The day's landed rows counted from the files' own statistics path (for the check, not via `day_rows`)."""
+    files = day_files(lake_root, topic) if files is None else files
+    return int(sum(ds.dataset(str(f), format="parquet").count_rows(filter=ds.field("day") == day) for f in files))
 
 
 def days_of(paths: list[Path]) -> list[str]:
