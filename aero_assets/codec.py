@@ -117,7 +117,7 @@ def parse_float(value: Any, field: str, nullable: bool = False) -> float | None:
         raise DecodeError(f"{field} is too large for a 64-bit float") from None
 
 
-def _json_object(value: bytes) -> dict[str, Any]:
+def json_object(value: bytes) -> dict[str, Any]:
     try:
         obj = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -211,7 +211,7 @@ class WindtunnelSamplesDecoder:
             if run_id is None:
                 raise DecodeError("Arrow sample blocks need the run id as the message key")
             return Decoded(self._arrow(value), run_id)
-        obj = _json_object(value)
+        obj = json_object(value)
         run_id = _checked_id(obj.get("run_id"), run_id, "run id")
         ts = parse_ts_ns(obj.get("ts"))
         if "values" in obj:
@@ -307,7 +307,7 @@ class RunEventsDecoder:
     def decode(self, value: bytes | None, key: bytes | None, content_type: str) -> Decoded:
         if content_type != JSON:
             raise DecodeError("lifecycle events must be JSON")
-        obj = _json_object(value or b"")
+        obj = json_object(value or b"")
         run_id = _checked_id(obj.get("run_id"), _key_id(key, "run id"), "run id")
         event = obj.get("event")
         session_id = baseline = config = None

@@ -33,3 +33,12 @@ def validate_id(value: object, what: str = "run id") -> str:
             "starting with a letter or digit"
         )
     return value
+
+
+def is_safe_id(value: object, what: str = "id") -> bool:
+    """Whether `value` passes `validate_id` (for vectorised checks over distinct values)."""
+    try:
+        validate_id(value, what)
+        return True
+    except InvalidIdentifier:
+        return False

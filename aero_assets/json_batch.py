@@ -17,6 +17,7 @@ to the DLQ, never a part of it.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -222,6 +223,41 @@ def decode_json_batch(
         msg_index = msg_index[order]
         splits = [splits[j] for j in order.tolist()]
     return BatchDecoded(table, msg_index, splits if split_topic[0] else None, sorted(bad))
+
+
+def json_objects(value: bytes, max_lines: int, noun: str = "reading") -> list[dict]:
+    """The objects of one message: one JSON object, or several as newline-delimited lines (NDJSON).
+
+    The per-message path of every JSON topic: a bad line refuses the whole message, never a part of it,
+    and the reasons name what is wrong.
+    """
+    try:
+        objs = [json.loads(value)]
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        lines = [ln for ln in value.split(b"\n") if ln.strip()]
+        if len(lines) < 2:
+            raise DecodeError(f"invalid JSON: {exc}") from None
+        if len(lines) > max_lines:
+            raise DecodeError(f"a message may carry at most {max_lines} {noun}s, this one has {len(lines)}") from None
+        try:
+            objs = [json.loads(ln) for ln in lines]
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc2:
+            raise DecodeError(f"invalid JSON on a line of a multi-{noun} message: {exc2}") from None
+    for o in objs:
+        if not isinstance(o, dict):
+            raise DecodeError(f"expected a JSON object per {noun}, got {type(o).__name__}")
+    return objs
+
+
+def verdicts(problems: Sequence[tuple[np.ndarray, str]], n: int) -> tuple[np.ndarray, list[str]]:
+    """(rows with no problem, the reasons that apply to some row) from (bad-row mask, reason) pairs."""
+    ok = np.ones(n, dtype=bool)
+    reasons = []
+    for bad, reason in problems:
+        if bad.any():
+            ok &= ~bad
+            reasons.append(reason)
+    return ok, reasons
 
 
 def _runs(mask: np.ndarray):

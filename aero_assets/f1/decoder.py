@@ -29,13 +29,14 @@ from aero_assets.codec import (
     TS_TYPE,
     Decoded,
     DecodeError,
+    json_object,
     json_ts_column,
     parse_float,
     parse_ts_ns,
     read_arrow_stream,
 )
-from aero_assets.ids import InvalidIdentifier, validate_id
-from aero_assets.json_batch import BatchDecoded, decode_json_batch
+from aero_assets.ids import InvalidIdentifier, is_safe_id, validate_id
+from aero_assets.json_batch import BatchDecoded, decode_json_batch, json_objects, verdicts
 
 F32 = pa.float32()
 SCHEMA = pa.schema([
@@ -111,21 +112,11 @@ def validate(cols: dict[str, np.ndarray], session: pa.Array, keys: pa.Array, ts_
         with np.errstate(invalid="ignore"):
             problems.append((~(np.isfinite(v) & (v >= bound.lo) & (v <= bound.hi)), bound.reason(name)))
     problems.append(((ts_ns < TS_MIN_NS) | (ts_ns > now_ns + MAX_FUTURE_S * 1_000_000_000), R_TS))
-    ok = np.ones(len(session), dtype=bool)
-    reasons = []
-    for bad, reason in problems:
-        if bad.any():
-            ok &= ~bad
-            reasons.append(reason)
-    return ok, reasons
+    return verdicts(problems, len(session))
 
 
 def _is_safe_id(value: str) -> bool:
-    try:
-        validate_id(value, "session id")
-        return True
-    except InvalidIdentifier:
-        return False
+    return is_safe_id(value, "session id")
 
 
 def _f64(col) -> np.ndarray:
@@ -177,7 +168,7 @@ class F1TelemetryDecoder:
         return Decoded(_table(session, ts, cols), session[0].as_py())
 
     def _json_columns(self, value: bytes):
-        objs = _objects(value)
+        objs = json_objects(value, MAX_LINES, noun="sample")
         sessions, ts = [], []
         cols: dict[str, list[float]] = {c: [] for c in (*INTS, *FLOATS)}
         for obj in objs:
@@ -249,25 +240,6 @@ class F1TelemetryDecoder:
                                  decode_one=self.decode, empty=self._empty, max_lines=MAX_LINES)
 
 
-def _objects(value: bytes) -> list[dict]:
-    try:
-        objs = [json.loads(value)]
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        lines = [ln for ln in value.split(b"\n") if ln.strip()]
-        if len(lines) < 2:
-            raise DecodeError(f"invalid JSON: {exc}") from None
-        if len(lines) > MAX_LINES:
-            raise DecodeError(f"a message may carry at most {MAX_LINES} samples, this one has {len(lines)}") from None
-        try:
-            objs = [json.loads(ln) for ln in lines]
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc2:
-            raise DecodeError(f"invalid JSON on a line of a multi-sample message: {exc2}") from None
-    for o in objs:
-        if not isinstance(o, dict):
-            raise DecodeError(f"expected a JSON object per sample, got {type(o).__name__}")
-    return objs
-
-
 # -- f1.sessions (lifecycle) ----------------------------------------------------------------------
 EVENTS = ("session_started", "lap_completed", "session_finished")
 EVENTS_SCHEMA = pa.schema([
@@ -290,12 +262,7 @@ class SessionEventsDecoder:
     def decode(self, value: bytes | None, key: bytes | None, content_type: str) -> Decoded:
         if content_type != JSON:
             raise DecodeError("session events must be JSON")
-        try:
-            obj = json.loads(value or b"")
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DecodeError(f"invalid JSON: {exc}") from None
-        if not isinstance(obj, dict):
-            raise DecodeError(f"expected a JSON object, got {type(obj).__name__}")
+        obj = json_object(value or b"")
         event = obj.get("event")
         if event not in EVENTS:
             raise DecodeError(f"event must be one of {', '.join(EVENTS)}, got {event!r}")

@@ -10,13 +10,13 @@ not an object, too many lines, another content type - goes to the DLQ.
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
 import pyarrow as pa
 
 from aero_assets.codec import JSON, Decoded, DecodeError
+from aero_assets.json_batch import json_objects
 from aero_assets.rig.parse import COLUMNS, parse_raw
 from aero_assets.rig.schema import LANDED_SCHEMA
 
@@ -48,20 +48,7 @@ class RigReadingsDecoder:
             raise DecodeError("rig readings must be JSON (content-type application/json)")
         if not value or not value.strip():
             raise DecodeError("empty message")
-        try:
-            objs = [json.loads(value)]
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            lines = [ln for ln in value.split(b"\n") if ln.strip()]
-            if len(lines) < 2:
-                raise DecodeError(f"invalid JSON: {exc}") from None
-            if len(lines) > MAX_LINES:
-                raise DecodeError(f"a message may carry at most {MAX_LINES} readings") from None
-            try:
-                objs = [json.loads(ln) for ln in lines]
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc2:
-                raise DecodeError(f"invalid JSON on a line of a multi-reading message: {exc2}") from None
-        if not all(isinstance(o, dict) for o in objs):
-            raise DecodeError("expected a JSON object per reading")
+        objs = json_objects(value, MAX_LINES)
         raw = {c: pa.array([_cell(o.get(c)) for o in objs], pa.string()) for c in COLUMNS}
         key_text = key.decode("utf-8", "replace") if key is not None else None
         # compared as the parser will read the id (text, trimmed): 7 and "7", " rig-01 " and "rig-01" agree

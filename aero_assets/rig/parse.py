@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from aero_assets.ids import is_safe_id
 from aero_assets.rig.schema import LANDED_SCHEMA
 
 COLUMNS = ("rig_id", "ts", "temperature_c", "pressure_hpa", "uptime_h")
@@ -102,16 +103,6 @@ def parse_ts(col: pa.Array, now_ns: int | None = None) -> tuple[pa.Array, np.nda
     return pa.array(ns, mask=~in_range).cast(LANDED_SCHEMA.field("ts").type), bad, texts_by_row[bad]
 
 
-def _safe_id(value: str) -> bool:
-    from aero_assets.ids import InvalidIdentifier, validate_id
-
-    try:
-        validate_id(value, "rig id")
-        return True
-    except InvalidIdentifier:
-        return False
-
-
 def parse_raw(raw: dict[str, pa.Array], origin: pa.Array, landed_ns: int | None = None,
               extra_problems: np.ndarray | None = None) -> pa.Table:
     """Cells of the five columns as text (null = absent) -> rows in the landed schema, one per input row."""
@@ -130,7 +121,7 @@ def parse_raw(raw: dict[str, pa.Array], origin: pa.Array, landed_ns: int | None 
                      pa.scalar(None, pa.string()), pc.utf8_trim_whitespace(rig))
     # a rig id travels into Postgres keys, file names and the UI: 1-128 safe characters, checked once per
     # distinct value (a NUL byte or a 10 KB id would wedge the serving table's primary key)
-    distinct = [v for v in pc.unique(rig).drop_null().to_pylist() if not _safe_id(v)]
+    distinct = [v for v in pc.unique(rig).drop_null().to_pylist() if not is_safe_id(v, "rig id")]
     if distinct:
         unsafe = np.asarray(pc.fill_null(pc.is_in(rig, value_set=pa.array(distinct, pa.string())), False))
         note(unsafe, np.array([f"rig_id {q} is not a safe id (1-128 letters, digits, _ . -)"

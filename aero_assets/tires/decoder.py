@@ -11,7 +11,6 @@ a refused message its DLQ reason.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from datetime import UTC, datetime
@@ -21,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from aero_assets.codec import JSON, TS_TYPE, Decoded, DecodeError, json_ts_column, parse_float, parse_ts_ns
-from aero_assets.ids import InvalidIdentifier, validate_id
-from aero_assets.json_batch import BatchDecoded, decode_json_batch
+from aero_assets.ids import is_safe_id
+from aero_assets.json_batch import BatchDecoded, decode_json_batch, json_objects, verdicts
 
 TIRES = ("FL", "FR", "RL", "RR")
 SCHEMA = pa.schema([
@@ -104,21 +103,11 @@ def validate_rows(vehicle: pa.Array, tire: pa.Array, ts_ns: np.ndarray, pressure
                          R_TEMPERATURE))
     problems.append(((ts_ns < TS_MIN_NS) | (ts_ns > now_ns + MAX_FUTURE_S * 1_000_000_000),
                      R_TS))
-    ok = np.ones(n, dtype=bool)
-    reasons = []
-    for bad, reason in problems:
-        if bad.any():
-            ok &= ~bad
-            reasons.append(reason)
-    return ok, reasons
+    return verdicts(problems, n)
 
 
 def _is_safe_id(value: str) -> bool:
-    try:
-        validate_id(value, "vehicle id")
-        return True
-    except InvalidIdentifier:
-        return False
+    return is_safe_id(value, "vehicle id")
 
 
 def _float_column(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -143,7 +132,7 @@ class TireReadingsDecoder:
             raise DecodeError("empty message")
         if key is None:
             raise DecodeError("the message key must be the vehicle id (it keeps a vehicle's readings in order)")
-        objs = self._objects(value)
+        objs = json_objects(value, MAX_LINES)
         now = self._clock_ns()
         rows = {f: [] for f in _FIELDS}
         for obj in objs:  # a message holds one reading, or a few (NDJSON)
@@ -166,27 +155,6 @@ class TireReadingsDecoder:
                           "pressure_kpa": pa.array(rows["pressure_kpa"], pa.float64()),
                           "temperature_c": pa.array(rows["temperature_c"], pa.float64())}, schema=SCHEMA)
         return Decoded(table, None)
-
-    @staticmethod
-    def _objects(value: bytes) -> list[dict]:
-        try:
-            obj = json.loads(value)
-            objs = [obj]
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            lines = [ln for ln in value.split(b"\n") if ln.strip()]
-            if len(lines) < 2:
-                raise DecodeError(f"invalid JSON: {exc}") from None
-            if len(lines) > MAX_LINES:
-                raise DecodeError(f"a message may carry at most {MAX_LINES} readings, this one has "
-                                  f"{len(lines)}") from None
-            try:
-                objs = [json.loads(ln) for ln in lines]
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc2:
-                raise DecodeError(f"invalid JSON on a line of a multi-reading message: {exc2}") from None
-        for o in objs:
-            if not isinstance(o, dict):
-                raise DecodeError(f"expected a JSON object per reading, got {type(o).__name__}")
-        return objs
 
     # -- a batch (the fast path) -------------------------------------------------------------------
     def decode_batch(self, values: list[bytes | None], keys: list[bytes | None],
