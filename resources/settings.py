@@ -11,6 +11,7 @@ first command that reads it, not a run an hour later.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -117,6 +118,25 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
     if not lo <= value <= hi:
         raise SettingsError(f"{name}={value} is out of range: set it to an integer from {lo} to {hi}.")
     return value
+
+
+def bounded_floats(env: Mapping[str, str], variables: Mapping[str, tuple[str, float, float]]) -> dict[str, float]:
+    """{field: value} for each set variable of `variables` ({VAR: (field, lo, hi)}), each a finite number in
+    [lo, hi]; a bad one raises `SettingsError` naming the variable and the range. Unset ones are left out,
+    so the caller's dataclass keeps its defaults."""
+    values = {}
+    for var, (name, lo, hi) in variables.items():
+        raw = env.get(var, "").strip()
+        if not raw:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{var}={raw!r} is not a number: set it between {lo:g} and {hi:g}.") from None
+        if not math.isfinite(value) or not lo <= value <= hi:
+            raise SettingsError(f"{var}={raw} is out of range: set it between {lo:g} and {hi:g}.")
+        values[name] = value
+    return values
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

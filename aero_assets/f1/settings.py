@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from resources.settings import SettingsError
+from resources.settings import SettingsError, bounded_floats
 
 
 @dataclass(frozen=True)
@@ -29,18 +28,7 @@ _VARS = {
 def load_limits(env: Mapping[str, str] | None = None) -> F1Limits:
     """Limits from the environment; a bad value raises `SettingsError` naming the variable."""
     env = os.environ if env is None else env
-    values = {}
-    for var, (name, lo, hi) in _VARS.items():
-        raw = env.get(var, "").strip()
-        if not raw:
-            continue
-        try:
-            value = float(raw)
-        except ValueError:
-            raise SettingsError(f"{var}={raw!r} is not a number: set it between {lo:g} and {hi:g}.") from None
-        if not math.isfinite(value) or not lo <= value <= hi:
-            raise SettingsError(f"{var}={raw} is out of range: set it between {lo:g} and {hi:g}.")
-        values[name] = value
+    values = bounded_floats(env, _VARS)
     limits = F1Limits(**values)
     if limits.lap_time_min_s >= limits.lap_time_max_s:
         raise SettingsError(f"AERO_F1_LAP_TIME_MIN_S ({limits.lap_time_min_s:g}) must be below "

@@ -6,12 +6,11 @@ for one materialization in the launchpad, and an operator for the whole deployme
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from resources.settings import SettingsError
+from resources.settings import bounded_floats
 
 
 @dataclass(frozen=True)
@@ -35,16 +34,5 @@ _VARS = {
 def load_limits(env: Mapping[str, str] | None = None) -> RigLimits:
     """Limits from the environment; a bad value raises `SettingsError` naming the variable."""
     env = os.environ if env is None else env
-    values = {}
-    for var, (name, lo, hi) in _VARS.items():
-        raw = env.get(var, "").strip()
-        if not raw:
-            continue
-        try:
-            value = float(raw)
-        except ValueError:
-            raise SettingsError(f"{var}={raw!r} is not a number: set it between {lo:g} and {hi:g}.") from None
-        if not math.isfinite(value) or not lo <= value <= hi:
-            raise SettingsError(f"{var}={raw} is out of range: set it between {lo:g} and {hi:g}.")
-        values[name] = value
+    values = bounded_floats(env, _VARS)
     return RigLimits(**values)

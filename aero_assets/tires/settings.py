@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 
 from aero_assets.tires.episodes import Thresholds
-from resources.settings import SettingsError
+from resources.settings import bounded_floats
 
 _VARS = {
     "AERO_TIRES_LOW_PRESSURE_KPA": ("low_pressure_kpa", 0.0, 1000.0),
@@ -21,16 +20,5 @@ _VARS = {
 def load_thresholds(env: Mapping[str, str] | None = None) -> Thresholds:
     """Thresholds from the environment; a bad value raises `SettingsError` naming the variable."""
     env = os.environ if env is None else env
-    values = {}
-    for var, (name, lo, hi) in _VARS.items():
-        raw = env.get(var, "").strip()
-        if not raw:
-            continue
-        try:
-            value = float(raw)
-        except ValueError:
-            raise SettingsError(f"{var}={raw!r} is not a number: set it between {lo:g} and {hi:g}.") from None
-        if not math.isfinite(value) or not lo <= value <= hi:
-            raise SettingsError(f"{var}={raw} is out of range: set it between {lo:g} and {hi:g}.")
-        values[name] = value
+    values = bounded_floats(env, _VARS)
     return Thresholds(**values)
