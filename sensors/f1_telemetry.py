@@ -29,7 +29,16 @@ from aero_assets.keys import (
     f1_sessions,
 )
 from resources.kafka import BrokerUnavailable, KafkaResource
-from sensors.kafka_events import LandingPolicy, TopicCursor, kafka_skip_reason, read_events, waiting
+from sensors.kafka_events import (
+    LANDING_GROUP,
+    LandingPolicy,
+    TopicCursor,
+    backlog_note,
+    kafka_skip_reason,
+    landing_request,
+    read_events,
+    waiting,
+)
 
 RETRY_WINDOW_S = 600  # a landing that failed for good is asked for again after this long
 MAX_TRACKED = 500  # sessions remembered in the cursor (oldest forgotten first)
@@ -155,23 +164,15 @@ def build_f1_sensor(telemetry_topic: str, sessions_topic: str, policy: LandingPo
                 events_behind = _events_not_landed(kafka, sessions_topic, cursor)
                 cursor.land_due = cursor.land_due and events_behind
                 if cursor.land_due or policy.due(lag, oldest):
-                    start = ",".join(f"{p}:{o}" for p, o in sorted(committed.items()))
                     window = int(time.time()) // RETRY_WINDOW_S
                     why = (f"lap events to {','.join(f'{p}:{o}' for p, o in sorted(cursor.events.offsets.items()))}"
                            f"/{window}" if cursor.land_due else f"backlog/{window}")
-                    requests.append(dg.RunRequest(
-                        run_key=f"{telemetry_topic}@{tele.incarnation}/{start}/{why}",
-                        asset_selection=[F1_TELEMETRY],
-                        tags={"aero/topic": telemetry_topic, "aero/incarnation": tele.incarnation,
-                              "aero/start_offsets": start, "aero/waiting_hint": str(lag),
-                              "aero/why": "lap completed" if cursor.land_due else "backlog"}))
+                    requests.append(landing_request(telemetry_topic, tele, committed, lag, F1_TELEMETRY, why, **{
+                        "aero/why": "lap completed" if cursor.land_due else "backlog"}))
                     observations.append(dg.AssetObservation(asset_key=F1_TELEMETRY_TOPIC_ASSET, metadata={
                         "incarnation": tele.incarnation, "landing_lag_hint": lag}))
                 else:
-                    notes.append(f"{lag:,} message(s) wait on {telemetry_topic}"
-                                 + (f", the oldest for {oldest:.0f} s" if oldest is not None else "")
-                                 + f" (landing when a lap completes, at {policy.min_messages:,} or "
-                                   f"{policy.max_wait_s:g} s).")
+                    notes.append(backlog_note(telemetry_topic, lag, oldest, policy, when="when a lap completes, "))
         except (BrokerUnavailable, KafkaException) as exc:
             notes.append(kafka_skip_reason(telemetry_topic, exc))
 
@@ -187,8 +188,6 @@ def build_f1_sensor(telemetry_topic: str, sessions_topic: str, policy: LandingPo
 
 def _events_not_landed(kafka: KafkaResource, sessions_topic: str, cursor: _Cursor) -> bool:
     """Whether the landing group's offsets on the lifecycle topic are behind what the sensor has read."""
-    from sensors.kafka_events import LANDING_GROUP
-
     identity = kafka.identity(sessions_topic)
     if identity is None or identity.incarnation != cursor.events.incarnation:
         return False

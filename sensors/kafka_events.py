@@ -18,12 +18,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+from aero_assets.landing import LANDING_GROUP
 from resources.kafka import BrokerUnavailable, KafkaResource, TopicIdentity
 from resources.settings import SettingsError
-
-LANDING_GROUP = "aero-landing"  # = aero_assets.landing.LANDING_GROUP (sensors stay free of the landing's imports)
 
 
 @dataclass
@@ -184,3 +183,80 @@ def waiting(kafka: KafkaResource, identity: TopicIdentity, group_id: str = LANDI
         return committed, lag, oldest
     finally:
         consumer.close()
+
+
+@dataclass
+class LandedCursor:
+    """Cursor of a landing-driven sensor: the last landing materialization read, and the partitions its
+    landings touched that are not partitions yet (a clock ahead), kept until they open."""
+
+    after_storage_id: int = 0
+    pending: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, raw: str | None) -> LandedCursor:
+        try:
+            obj = json.loads(raw or "{}")
+            return cls(int(obj.get("after_storage_id", 0)), [str(h) for h in obj.get("pending", [])][:1000])
+        except (ValueError, TypeError, AttributeError):
+            return cls()
+
+    def dump(self) -> str:
+        return json.dumps({"after_storage_id": self.after_storage_id, "pending": self.pending})
+
+
+def touched_partitions(context, cursor: LandedCursor, asset_key, metadata_key: str,
+                       partitions_def) -> tuple[list, set[str], set[str]]:
+    """(landing records since the cursor, touched keys that are partitions, keys before the first one).
+
+    Each landing lists what its rows touched under `metadata_key`; a key that is not a partition yet waits
+    in the cursor (a clock ahead); one before the partitions' start is never materialized (the caller says so).
+    """
+    import dagster as dg
+
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, after_storage_id=cursor.after_storage_id),
+        limit=200, ascending=True).records
+    keys: set[str] = set(cursor.pending)
+    for rec in records:
+        meta = rec.asset_materialization.metadata if rec.asset_materialization else {}
+        touched = meta.get(metadata_key)
+        keys.update(touched.value if touched is not None else [])
+        cursor.after_storage_id = max(cursor.after_storage_id, rec.storage_id)
+    ready = {k for k in keys if partitions_def.has_partition_key(k)}
+    early = {k for k in keys - ready if k < partitions_def.start.strftime(partitions_def.fmt)}
+    cursor.pending = sorted(keys - ready - early)
+    return records, ready, early
+
+
+def landing_request(topic: str, identity: TopicIdentity, committed: dict[int, int], lag: int, asset_key,
+                    key_suffix: str, **tags: str):
+    """The run request of a landing: its key names topic, incarnation and the offsets it starts from (a
+    repeated tick asks for nothing new), plus `key_suffix` (a retry window, the events that made it due)."""
+    import dagster as dg
+
+    start = ",".join(f"{p}:{o}" for p, o in sorted(committed.items()))
+    return dg.RunRequest(
+        run_key=f"{topic}@{identity.incarnation}/{start}/{key_suffix}", asset_selection=[asset_key],
+        tags={"aero/topic": topic, "aero/incarnation": identity.incarnation, "aero/start_offsets": start,
+              "aero/waiting_hint": str(lag), **tags})
+
+
+def backlog_landing(kafka: KafkaResource, topic: str, policy: LandingPolicy, asset_key,
+                    retry_window_s: int = 600):
+    """(a landing request when the backlog policy says so, or None; the reason when not)."""
+    try:
+        identity = kafka.identity(topic)
+        if identity is None:
+            return None, f"Topic {topic} does not exist yet."
+        committed, lag, oldest = waiting(kafka, identity)
+    except (BrokerUnavailable, KafkaException) as exc:
+        return None, kafka_skip_reason(topic, exc)
+    if policy.due(lag, oldest):
+        return landing_request(topic, identity, committed, lag, asset_key, str(int(time.time()) // retry_window_s)), ""
+    return None, backlog_note(topic, lag, oldest, policy)
+
+
+def backlog_note(topic: str, lag: int, oldest: float | None, policy: LandingPolicy, when: str = "") -> str:
+    return (f"{lag:,} message(s) wait on {topic}" + (f", the oldest for {oldest:.0f} s" if oldest is not None else "")
+            + f" (landing {when}at {policy.min_messages:,} or {policy.max_wait_s:g} s).")

@@ -9,35 +9,13 @@ such day gets one run of clean readings, anomalies and KPIs.
 
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import dataclass, field
-
 import dagster as dg
-from confluent_kafka import KafkaException
 
 from aero_assets.keys import RIG_DAY_CHAIN, RIG_READINGS, RIG_TOPIC_ASSET, rig_daily
-from resources.kafka import BrokerUnavailable, KafkaResource
-from sensors.kafka_events import LandingPolicy, kafka_skip_reason, waiting
+from resources.kafka import KafkaResource
+from sensors.kafka_events import LandedCursor, LandingPolicy, backlog_landing, touched_partitions
 
 RETRY_WINDOW_S = 600
-
-
-@dataclass
-class _Cursor:
-    after_storage_id: int = 0
-    pending: list[str] = field(default_factory=list)  # touched days that are not partitions yet
-
-    @classmethod
-    def load(cls, raw: str | None) -> _Cursor:
-        try:
-            obj = json.loads(raw or "{}")
-            return cls(int(obj.get("after_storage_id", 0)), [str(d) for d in obj.get("pending", [])][:1000])
-        except (ValueError, TypeError, AttributeError):
-            return cls()
-
-    def dump(self) -> str:
-        return json.dumps({"after_storage_id": self.after_storage_id, "pending": self.pending})
 
 
 def build_rig_readings_sensor(topic: str, policy: LandingPolicy | None = None,
@@ -51,47 +29,19 @@ def build_rig_readings_sensor(topic: str, policy: LandingPolicy | None = None,
                     f"{policy.max_wait_s:g} s; then cleans, scores and summarises every day a landing (topic or "
                     "CSV) touched.")
     def rig_readings_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource):
-        cursor = _Cursor.load(context.cursor)
+        cursor = LandedCursor.load(context.cursor)
         requests: list[dg.RunRequest] = []
-        records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=RIG_READINGS, after_storage_id=cursor.after_storage_id),
-            limit=200, ascending=True).records
-        days: set[str] = set(cursor.pending)
-        for rec in records:
-            meta = rec.asset_materialization.metadata if rec.asset_materialization else {}
-            touched = meta.get("days_touched")
-            days.update(touched.value if touched is not None else [])
-            cursor.after_storage_id = max(cursor.after_storage_id, rec.storage_id)
-        ready = {d for d in days if rig_daily.has_partition_key(d)}
-        early = {d for d in days - ready if d < rig_daily.start.strftime("%Y-%m-%d")}
+        records, ready, early = touched_partitions(context, cursor, RIG_READINGS, "days_touched", rig_daily)
         if early:
             context.log.warning(f"readings before the first daily partition ({sorted(early)[:5]}) are landed "
                                 "but get no clean readings, anomalies or KPIs")
-        cursor.pending = sorted(days - ready - early)
         for day in sorted(ready):
             requests.append(dg.RunRequest(run_key=f"rig-day/{day}/{cursor.after_storage_id}", partition_key=day,
                                           asset_selection=RIG_DAY_CHAIN,
                                           tags={"aero/trigger": "landing", "aero/day": day}))
-        reason = ""
-        try:
-            identity = kafka.identity(topic)
-            if identity is None:
-                reason = f"Topic {topic} does not exist yet."
-            else:
-                committed, lag, oldest = waiting(kafka, identity)
-                if policy.due(lag, oldest):
-                    start = ",".join(f"{p}:{o}" for p, o in sorted(committed.items()))
-                    requests.append(dg.RunRequest(
-                        run_key=f"{topic}@{identity.incarnation}/{start}/{int(time.time()) // RETRY_WINDOW_S}",
-                        asset_selection=[RIG_READINGS],
-                        tags={"aero/topic": topic, "aero/incarnation": identity.incarnation,
-                              "aero/start_offsets": start, "aero/waiting_hint": str(lag)}))
-                else:
-                    reason = (f"{lag:,} message(s) wait on {topic}"
-                              + (f", the oldest for {oldest:.0f} s" if oldest is not None else "")
-                              + f" (landing at {policy.min_messages:,} or {policy.max_wait_s:g} s).")
-        except (BrokerUnavailable, KafkaException) as exc:
-            reason = kafka_skip_reason(topic, exc)
+        landing, reason = backlog_landing(kafka, topic, policy, RIG_READINGS, RETRY_WINDOW_S)
+        if landing is not None:
+            requests.append(landing)
         if not requests:
             if records or cursor.pending:
                 return dg.SensorResult(cursor=cursor.dump(), skip_reason=reason or "Nothing to do.")

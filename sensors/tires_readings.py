@@ -13,16 +13,12 @@ included, so a closed hour is re-materialized when a straggler arrives.
 """
 
 
-import json
-import time
-from dataclasses import dataclass, field
 
 import dagster as dg
-from confluent_kafka import KafkaException
 
 from aero_assets.keys import TIRE_READINGS, TIRES_HOUR_CHAIN, TIRES_RAW_TOPIC_ASSET, tires_hourly
-from resources.kafka import BrokerUnavailable, KafkaResource
-from sensors.kafka_events import LandingPolicy, kafka_skip_reason, waiting
+from resources.kafka import KafkaResource
+from sensors.kafka_events import LandedCursor, LandingPolicy, backlog_landing, touched_partitions
 
 RETRY_WINDOW_S = 600  # a landing that failed for good is asked for again after this long
 
@@ -41,55 +37,23 @@ def build_tires_sensor(raw_topic: str, policy: LandingPolicy | None = None,
                     "landing touched (late data included).",
     )
     def tires_readings_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource):
-        cursor = _Cursor.load(context.cursor)
+        cursor = LandedCursor.load(context.cursor)
         requests: list[dg.RunRequest] = []
 
         # 1. hours touched by landings that finished since the last tick
-        records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=TIRE_READINGS, after_storage_id=cursor.after_storage_id),
-            limit=200, ascending=True).records
-        hours: set[str] = set()
-        for rec in records:
-            meta = rec.asset_materialization.metadata if rec.asset_materialization else {}
-            touched = meta.get("hours_touched")
-            hours.update(touched.value if touched is not None else [])
-            cursor.after_storage_id = max(cursor.after_storage_id, rec.storage_id)
-        # an hour that is not a partition yet (a sensor clock ahead, up to the decoder's hour of slack)
-        # waits in the cursor; one before the partitions' start is never materialized, and says so
-        hours |= set(cursor.pending)
-        ready = {h for h in hours if tires_hourly.has_partition_key(h)}
-        early = {h for h in hours - ready if h < tires_hourly.start.strftime("%Y-%m-%d-%H:%M")}
+        records, hours, early = touched_partitions(context, cursor, TIRE_READINGS, "hours_touched", tires_hourly)
         if early:
             context.log.warning(f"readings before the first hourly partition ({sorted(early)[:5]}) are landed "
                                 "(tires.readings) but get no windows or alerts")
-        cursor.pending = sorted(hours - ready - early)
-        hours = ready
         for hour in sorted(hours):
             requests.append(dg.RunRequest(
                 run_key=f"tires-hour/{hour}/{cursor.after_storage_id}", partition_key=hour,
                 asset_selection=TIRES_HOUR_CHAIN, tags={"aero/trigger": "landing", "aero/hour": hour}))
 
         # 2. a landing, when enough waits
-        reason = ""
-        try:
-            identity = kafka.identity(raw_topic)
-            if identity is None:
-                reason = f"Topic {raw_topic} does not exist yet."
-            else:
-                committed, lag, oldest = waiting(kafka, identity)
-                if policy.due(lag, oldest):
-                    start = ",".join(f"{p}:{o}" for p, o in sorted(committed.items()))
-                    requests.append(dg.RunRequest(
-                        run_key=f"{raw_topic}@{identity.incarnation}/{start}/{int(time.time()) // RETRY_WINDOW_S}",
-                        asset_selection=[TIRE_READINGS],
-                        tags={"aero/topic": raw_topic, "aero/incarnation": identity.incarnation,
-                              "aero/start_offsets": start, "aero/waiting_hint": str(lag)}))
-                else:
-                    reason = (f"{lag:,} message(s) wait on {raw_topic}"
-                              + (f", the oldest for {oldest:.0f} s" if oldest is not None else "")
-                              + f" (landing at {policy.min_messages:,} or {policy.max_wait_s:g} s).")
-        except (BrokerUnavailable, KafkaException) as exc:
-            reason = kafka_skip_reason(raw_topic, exc)
+        landing, reason = backlog_landing(kafka, raw_topic, policy, TIRE_READINGS, RETRY_WINDOW_S)
+        if landing is not None:
+            requests.append(landing)
         if not requests:
             if records or cursor.pending:  # landings without ready hours: remember them
                 return dg.SensorResult(cursor=cursor.dump(), skip_reason=reason or "Nothing to do.")
@@ -99,20 +63,3 @@ def build_tires_sensor(raw_topic: str, policy: LandingPolicy | None = None,
                                                                  metadata={"hours_requested": len(hours)})])
 
     return tires_readings_sensor
-
-
-@dataclass
-class _Cursor:
-    after_storage_id: int = 0
-    pending: list[str] = field(default_factory=list)  # touched hours that are not partitions yet
-
-    @classmethod
-    def load(cls, raw: str | None) -> "_Cursor":
-        try:
-            obj = json.loads(raw or "{}")
-            return cls(int(obj.get("after_storage_id", 0)), [str(h) for h in obj.get("pending", [])][:1000])
-        except (ValueError, TypeError, AttributeError):
-            return cls()
-
-    def dump(self) -> str:
-        return json.dumps({"after_storage_id": self.after_storage_id, "pending": self.pending})
