@@ -229,3 +229,20 @@ def test_a_null_document_never_reaches_the_batch_parser(order):
     values.insert(order, b"null")
     batch = d.decode_batch(values, [b"fleet-v001"] * 3, [JSON] * 3)
     assert [i for i, _ in batch.bad] == [order] and batch.table.num_rows == 2
+
+
+def test_a_finisher_that_raises_on_some_value_leaves_the_verdict_to_the_per_message_path():
+    """The batch path's contract is that a finisher never raises; if one does on a hostile value, the batch
+    is halved down to single messages, which the per-message decoder (the authority) decides."""
+    from aero_assets.json_batch import decode_json_batch
+    from aero_assets.tires.decoder import _PARSE_ISO, SCHEMA
+
+    d = TireReadingsDecoder()
+
+    def finish(parsed, keys):
+        raise ValueError("a bug the batch path must survive")
+
+    good, bad = enc(reading()), b"{not json"
+    out = decode_json_batch([good, bad, good], [b"fleet-v001"] * 3, [JSON] * 3, parse_schemas=[_PARSE_ISO],
+                            finish=finish, decode_one=d.decode, empty=SCHEMA.empty_table())
+    assert out.table.num_rows == 2 and [i for i, _ in out.bad] == [1]
