@@ -61,3 +61,22 @@ RIG_DAY_CHAIN = [RIG_CLEAN, RIG_ANOMALIES, RIG_KPIS]
 RIG_TOPIC_ASSET = dg.AssetKey(["kafka", "rig_readings"])
 RIG_INBOX_ASSET = dg.AssetKey(["inbox", "rig"])
 RIG_LANDING_POOL = "landing_rig"
+
+FORECAST = "forecast"
+# one partition per station, added by the weather sensor when a station first lands
+forecast_stations = dg.DynamicPartitionsDefinition(name="forecast_stations")
+WEATHER_OBSERVATIONS = dg.AssetKey([FORECAST, "observations"])
+TRAINING_SET = dg.AssetKey([FORECAST, "training_set"])
+GRU_MODEL = dg.AssetKey([FORECAST, "gru_model"])
+PROPHET_MODEL = dg.AssetKey([FORECAST, "prophet_model"])
+MODEL_EVALUATION = dg.AssetKey([FORECAST, "model_evaluation"])
+CHAMPION_MODEL = dg.AssetKey([FORECAST, "champion_model"])
+PREDICTIONS = dg.AssetKey([FORECAST, "predictions"])
+DRIFT_REPORT = dg.AssetKey([FORECAST, "drift_report"])
+# a (re)train of one station, in one run: the set, both models, their evaluation, the gated release
+FORECAST_TRAINING_CHAIN = [TRAINING_SET, GRU_MODEL, PROPHET_MODEL, MODEL_EVALUATION, CHAMPION_MODEL]
+# what landed observations trigger per station once a champion is in service
+FORECAST_MONITOR_CHAIN = [PREDICTIONS, DRIFT_REPORT]
+WEATHER_TOPIC_ASSET = dg.AssetKey(["kafka", "weather_observations"])
+WEATHER_LANDING_POOL = "landing_weather"
+DRIFT_CHECK = "drift"
