@@ -306,10 +306,32 @@ def test_drift_report_flags_a_heatwave_with_reasons():
     onset = truth["heatwave_start_ns"]
     errors = seasonal_naive_errors(s).dropna()
     report = drift_report(s[s.index < onset].to_numpy(), s[s.index >= onset].iloc[:72].to_numpy(), errors.to_numpy())
-    assert report["drifted"] and len(report["reasons"]) == 3
+    assert report["drifted"] and len(report["reasons"]) == 1 and len(report["input_reasons"]) == 2
     assert report["psi"] > 0.2 and report["ks_p"] < 0.01
     assert errors.index[report["ph_alarm_index"]] - onset <= 24 * NS_PER_HOUR
+    # the change is placed before the alarm, close to the planted onset
+    estimated = errors.index[report["ph_onset_index"]]
+    assert estimated <= errors.index[report["ph_alarm_index"]]
+    assert abs(estimated - onset) <= 12 * NS_PER_HOUR
     assert report["thresholds"]["psi"] == 0.2
 
     calm = drift_report(s[s.index < onset].to_numpy(), s[s.index < onset].to_numpy(), errors[errors.index < onset])
     assert not calm["drifted"] and calm["reasons"] == [] and calm["ph_alarm_index"] is None
+
+
+def test_input_drift_alone_is_reported_but_does_not_decide_drifted():
+    calm, _ = simulate_station("C", JULY, 60, mode="calm", seed=1)
+    s = station_series(hourly(calm), "C").to_numpy()
+    # two months apart the season has moved the temperatures: PSI/KS fire, the error detectors do not
+    report = drift_report(s[:24 * 14], s[-24 * 3:], errors=np.zeros(100), model_errors_z=np.full(100, 0.8))
+    assert report["input_drifted"] and not report["drifted"]
+    assert report["ph_alarm_index"] is None and report["model_alarm_index"] is None
+
+
+def test_model_error_detector_alarms_on_a_lasting_rise_and_places_its_onset():
+    rng = np.random.default_rng(0)
+    z = np.abs(rng.normal(0.0, 1.0, 400))
+    z[250:] *= 1.6  # the variance of a heatwave: |z| rises by ~0.5 for good
+    report = drift_report(np.zeros(10), np.zeros(10), model_errors_z=z)
+    assert report["drifted"] and 250 <= report["model_alarm_index"] <= 320
+    assert 220 <= report["model_onset_index"] <= report["model_alarm_index"]

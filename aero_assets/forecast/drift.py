@@ -43,6 +43,10 @@ class DriftThresholds:
     ks_statistic: float = 0.1
     ph_delta: float = 2.0
     ph_lambda: float = 40.0
+    # on a model's one-step errors in units of its validation RMSE (|e| / rmse): a good one-step model
+    # absorbs a level shift within hours, so what is left to detect is a small, lasting rise of |z|
+    ph_model_delta: float = 0.25
+    ph_model_lambda: float = 10.0
 
 
 def _finite(values: np.ndarray) -> np.ndarray:
@@ -99,38 +103,71 @@ def page_hinkley(errors: np.ndarray, delta: float, threshold: float) -> int | No
     return int(above[0]) if above.size else None
 
 
+def page_hinkley_onset(errors: np.ndarray, delta: float, alarm_index: int) -> int:
+    """Where the change behind an alarm began: the last point before the alarm at which m_t was at its minimum.
+
+    PH_t = m_t - min m_i is zero exactly where the cumulative sum touches its running minimum; after
+    the last such point every step added to the excess, so that is the classic change-point estimate
+    (the alarm itself comes later, once the excess passed lambda).
+    """
+    statistic = page_hinkley_statistic(errors, delta)[: alarm_index + 1]
+    at_minimum = np.flatnonzero(statistic <= 0.0)
+    return int(at_minimum[-1] + 1) if at_minimum.size else 0
+
+
 def drift_report(
     reference_temps: np.ndarray,
     recent_temps: np.ndarray,
     errors: np.ndarray | None = None,
     thresholds: DriftThresholds | None = None,
+    model_errors_z: np.ndarray | None = None,
 ) -> dict:
     """Input drift (PSI, KS) of recent vs reference temperatures and error drift (Page-Hinkley on |errors|).
 
     `errors` are forecast residuals in time order (signed or not: their magnitude is monitored).
     Returns psi, ks, ks_p, ph_alarm_index (index into `errors`, or None), drifted and the
     human-readable reasons, plus the thresholds used, so a run's metadata explains itself.
+    `model_errors_z` (optional) are a model's one-step errors divided by its validation RMSE, watched
+    by a second Page-Hinkley test with the `ph_model_*` thresholds. Each alarm comes with the index
+    where its change began (`*_onset_index`). Only the error detectors decide `drifted`: PSI and KS
+    also move with an ordinary change of season, so they are reported as `input_reasons`.
     """
     t = thresholds or DriftThresholds()
     psi_value = psi(reference_temps, recent_temps, bins=t.psi_bins)
     ks_value, ks_p = ks(reference_temps, recent_temps)
-    alarm = None
+    alarm = onset = model_alarm = model_onset = None
     if errors is not None and np.size(errors):
-        alarm = page_hinkley(np.abs(np.asarray(errors, dtype=float)), t.ph_delta, t.ph_lambda)
+        magnitude = np.abs(np.asarray(errors, dtype=float))
+        alarm = page_hinkley(magnitude, t.ph_delta, t.ph_lambda)
+        onset = None if alarm is None else page_hinkley_onset(magnitude, t.ph_delta, alarm)
+    if model_errors_z is not None and np.size(model_errors_z):
+        magnitude = np.abs(np.asarray(model_errors_z, dtype=float))
+        model_alarm = page_hinkley(magnitude, t.ph_model_delta, t.ph_model_lambda)
+        model_onset = None if model_alarm is None else page_hinkley_onset(magnitude, t.ph_model_delta, model_alarm)
 
-    reasons: list[str] = []
+    input_reasons: list[str] = []
     if np.isfinite(psi_value) and psi_value > t.psi:
-        reasons.append(f"PSI {psi_value:.3f} > {t.psi}")
+        input_reasons.append(f"PSI {psi_value:.3f} > {t.psi}")
     if np.isfinite(ks_p) and ks_p < t.ks_p and ks_value > t.ks_statistic:
-        reasons.append(f"KS p {ks_p:.2g} < {t.ks_p} (statistic {ks_value:.3f} > {t.ks_statistic})")
+        input_reasons.append(f"KS p {ks_p:.2g} < {t.ks_p} (statistic {ks_value:.3f} > {t.ks_statistic})")
+    reasons: list[str] = []
     if alarm is not None:
-        reasons.append(f"Page-Hinkley alarm at error #{alarm} (delta {t.ph_delta}, lambda {t.ph_lambda})")
+        reasons.append(f"Page-Hinkley alarm at error #{alarm}, change from #{onset} "
+                       f"(delta {t.ph_delta}, lambda {t.ph_lambda})")
+    if model_alarm is not None:
+        reasons.append(f"Page-Hinkley alarm on model errors at #{model_alarm}, change from #{model_onset} "
+                       f"(delta {t.ph_model_delta}, lambda {t.ph_model_lambda}, in validation RMSEs)")
     return {
         "psi": psi_value,
         "ks": ks_value,
         "ks_p": ks_p,
         "ph_alarm_index": alarm,
+        "ph_onset_index": onset,
+        "model_alarm_index": model_alarm,
+        "model_onset_index": model_onset,
         "drifted": bool(reasons),
         "reasons": reasons,
+        "input_drifted": bool(input_reasons),
+        "input_reasons": input_reasons,
         "thresholds": asdict(t),
     }
