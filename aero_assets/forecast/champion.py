@@ -1,0 +1,126 @@
+"""Which model serves a station: the evaluation table, the release rule, and the forecasts it makes.
+
+Pure functions, so the Dagster assets and `aero bench forecast` decide the same way:
+
+* `evaluation_table` scores every candidate and both baselines on the *same* test windows (same
+  targets), with skill against each baseline, because an RMSE alone says nothing about hourly
+  temperature (persistence is already good);
+* `release_decision` is the gate: a candidate is released only if its metrics are finite and it
+  beats persistence and seasonal naive by `margin` (a fraction of the baseline's RMSE). When no
+  candidate passes, the decision says why and the previous champion stays in service;
+* `one_step_forecasts` replays a champion over an hourly series: every hour after `start_ns` gets
+  the forecast made from the `lookback` hours before it, joined with the actual when it exists,
+  plus the forecast for the next hour that has not happened yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+
+from aero_assets.forecast.baselines import SEASON_H, metrics, persistence, seasonal_naive, skill
+from aero_assets.forecast.dataset import NS_PER_HOUR, TrainingSet
+
+BASELINES = ("persistence", "seasonal_naive")
+
+
+def evaluation_table(training_set: TrainingSet, candidates: dict[str, np.ndarray], part: str = "test") -> pd.DataFrame:
+    """One row per model (candidates, then baselines): rmse, mae, n, skill vs each baseline, kind.
+
+    `candidates` maps a model name to its (n, horizon) forecasts in degC for the windows of `part`,
+    in the training set's order.
+    """
+    X_raw, y_raw, _ = training_set.raw(part)
+    forecasts = dict(candidates)
+    forecasts["persistence"] = persistence(X_raw, training_set.horizon)
+    if training_set.lookback >= SEASON_H and training_set.horizon <= SEASON_H:
+        forecasts["seasonal_naive"] = seasonal_naive(X_raw, training_set.horizon)
+    rows = {name: metrics(y_raw, np.asarray(y_hat, dtype=float)) for name, y_hat in forecasts.items()}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    for baseline in BASELINES:
+        base = rows.get(baseline, {}).get("rmse", float("nan"))
+        table[f"skill_vs_{baseline}"] = [skill(r["rmse"], base) for r in rows.values()]
+    table["kind"] = ["baseline" if name in BASELINES else "model" for name in table.index]
+    table.index.name = "model"
+    return table
+
+
+@dataclass(frozen=True)
+class ReleaseDecision:
+    """The gate's verdict: the model to release (or None) and each check with its explanation."""
+
+    champion: str | None
+    checks: dict[str, tuple[bool, str]] = field(default_factory=dict)  # check name -> (passed, why)
+    reason: str = ""
+
+    @property
+    def released(self) -> bool:
+        return self.champion is not None
+
+
+def release_decision(table: pd.DataFrame, margin: float = 0.02) -> ReleaseDecision:
+    """The best model by test RMSE among those with finite metrics, released only if it beats both baselines.
+
+    `margin` 0.02 means the champion's RMSE must be at most 98 % of each baseline's. The checks are
+    the release gate's two blocking checks: `metrics_finite` and `beats_baselines`.
+    """
+    if not 0.0 <= margin < 1.0:
+        raise ValueError(f"margin must be in [0, 1), not {margin}")
+    models = table[table["kind"] == "model"]
+    finite = models[np.isfinite(models["rmse"]) & np.isfinite(models["mae"]) & (models["n"] > 0)]
+    not_finite = sorted(set(models.index) - set(finite.index))
+    finite_ok = not finite.empty
+    finite_why = ("every model's metrics are finite" if not not_finite else
+                  f"no finite metrics for {', '.join(not_finite)}" + ("" if finite_ok else "; nothing to release"))
+    if not finite_ok:
+        return ReleaseDecision(None, {"metrics_finite": (False, finite_why),
+                                      "beats_baselines": (False, "no model with finite metrics to compare")},
+                               finite_why)
+    best = str(finite["rmse"].idxmin())
+    best_rmse = float(finite.loc[best, "rmse"])
+    shortfalls = []
+    for baseline in BASELINES:
+        if baseline not in table.index:
+            shortfalls.append(f"no {baseline} baseline for this window shape")
+            continue
+        limit = (1.0 - margin) * float(table.loc[baseline, "rmse"])
+        if not best_rmse <= limit:
+            shortfalls.append(f"{best} RMSE {best_rmse:.3f} > {limit:.3f} ({baseline} "
+                              f"{float(table.loc[baseline, 'rmse']):.3f} less {margin:.0%})")
+    beats = not shortfalls
+    beats_why = (f"{best} RMSE {best_rmse:.3f} beats persistence {float(table.loc['persistence', 'rmse']):.3f} and "
+                 f"seasonal naive {float(table.loc['seasonal_naive', 'rmse']):.3f} by more than {margin:.0%}"
+                 if beats else "; ".join(shortfalls))
+    checks = {"metrics_finite": (True, finite_why), "beats_baselines": (beats, beats_why)}
+    return ReleaseDecision(best if beats else None, checks, beats_why)
+
+
+def one_step_forecasts(predict: Callable[[np.ndarray, np.ndarray], np.ndarray], series: pd.Series,
+                       start_ns: int, lookback: int) -> pd.DataFrame:
+    """Forecasts of every hour after `start_ns` (and of the next, unobserved hour), joined with actuals.
+
+    `series` is a regular hourly series (int-ns index, as from `dataset.station_series`);
+    `predict(X_raw, target_ts)` returns (n, >=1) degC forecasts, the first column being one hour ahead.
+    An hour whose inputs hold a NaN (a long gap) gets no forecast. Returns target_ts, forecast,
+    actual (NaN for the future hour) and error (actual - forecast).
+    """
+    series = series.sort_index()
+    ts = np.asarray(series.index, dtype=np.int64)
+    values = series.to_numpy(dtype=float)
+    columns = ["target_ts", "forecast", "actual", "error"]
+    if len(values) < lookback:
+        return pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
+    windows = sliding_window_view(values, lookback)  # window i ends at position i + lookback - 1
+    target_ts = ts[lookback - 1:] + NS_PER_HOUR
+    actual = np.append(values[lookback:], np.nan)
+    keep = (target_ts > start_ns) & np.isfinite(windows).all(axis=1)
+    forecast = np.full(int(keep.sum()), np.nan)
+    if keep.any():
+        forecast = np.asarray(predict(windows[keep], target_ts[keep].reshape(-1, 1)), dtype=float)[:, 0]
+    out = pd.DataFrame({"target_ts": target_ts[keep], "forecast": forecast, "actual": actual[keep]})
+    out["error"] = out["actual"] - out["forecast"]
+    return out[columns]
