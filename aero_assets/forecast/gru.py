@@ -209,7 +209,7 @@ def _split_for_training(training_set: TrainingSet) -> tuple[np.ndarray, np.ndarr
         )
     if len(X_va):
         return X_tr, y_tr, X_va, y_va, "validation"
-    n_val = max(1, int(round(len(X_tr) * FALLBACK_VALIDATION_FRACTION)))
+    n_val = max(1, round(len(X_tr) * FALLBACK_VALIDATION_FRACTION))
     # Windows are in time order, so the tail is the most recent stretch: the closest stand-in for
     # unseen future data. (Its first windows overlap the last train windows' targets; acceptable
     # for choosing an epoch, and said in the history.)
