@@ -2,7 +2,7 @@
 
 from resources.kafka import BrokerUnavailable, KafkaResource, TopicIdentity
 from resources.lake import LakeResource, write_parquet_atomic
-from resources.model_store import ModelStoreResource
+from resources.model_store import LoadedModel, ModelStoreError, ModelStoreResource
 from resources.serving import ServingResource, ServingUnavailable
 from resources.settings import Settings, SettingsError, Topics, load_settings
 from resources.warehouse import WarehouseResource
@@ -11,6 +11,8 @@ __all__ = [
     "BrokerUnavailable",
     "KafkaResource",
     "LakeResource",
+    "LoadedModel",
+    "ModelStoreError",
     "ModelStoreResource",
     "ServingResource",
     "ServingUnavailable",
