@@ -214,3 +214,15 @@ def test_onsets_are_offsets_from_the_start_or_absolute_times():
     assert parse_onset("2026-07-01T00:00:00Z") == ("at", 1782864000 * 10**9)
     with pytest.raises(ValueError, match="offset"):
         parse_onset("2026-07-01")
+
+
+@pytest.mark.broker
+def test_after_the_history_simulated_time_runs_speed_times_faster_than_real_time(settings, kafka):
+    import time
+
+    t0 = time.monotonic()
+    s = simulate_weather(settings, "fast-1", days=1, history_days=0.5, speed=36_000, seed=3, kafka=kafka,
+                         progress=False)
+    wall = time.monotonic() - t0
+    assert (s["history_published"], s["paced_published"]) == (12, 12)
+    assert 1.0 <= wall < 10  # 11 simulated hours after the first paced one, 0.1 s each
