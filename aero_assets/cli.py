@@ -55,11 +55,50 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                                  episode_rate=args.episode_rate, fast=args.fast, stop=stop_event())
         print(json.dumps(summary))
         return 0
+    if args.domain == "weather":
+        from aero_assets.simulators.weather_publish import simulate_weather
+        from aero_assets.stack import stop_event
+
+        if args.heatwave_start is not None and args.mode != "heatwave":
+            print("aero simulate weather: --heatwave-start needs --mode heatwave", file=sys.stderr)
+            return 2
+        if args.history_days is not None and args.history_days > args.days and not args.forever:
+            print(f"aero simulate weather: --history-days {args.history_days:g} is longer than --days {args.days:g}",
+                  file=sys.stderr)
+            return 2
+        summary = simulate_weather(settings, args.station, mode=args.mode, heatwave_start_ns=args.heatwave_start,
+                                   speed=args.speed, days=args.days, seed=args.seed, start=args.start,
+                                   history_days=args.history_days, interval_s=args.interval,
+                                   temperature_only=args.temperature_only, forever=args.forever, faults=args.faults,
+                                   stop=stop_event())
+        print(json.dumps(summary))
+        return 0
     ids = simulate_windtunnel(
         settings, runs=args.runs, duration_s=args.duration, session_id=args.session,
         fault_rate=args.fault_rate, seed=args.seed, block_samples=args.block_samples,
     )
     print(json.dumps({"runs": ids}))
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from aero_assets.forecast.csv_load import CsvLoadError, load_weather_csv
+    from aero_assets.stack import stop_event
+
+    settings = load_settings()
+    try:
+        summary = load_weather_csv(settings, Path(args.csv), args.station, ts_column=args.ts_column,
+                                   temperature_column=args.temperature_column, windspeed_column=args.windspeed_column,
+                                   pressure_column=args.pressure_column, unit=args.unit, stop=stop_event())
+    except CsvLoadError as exc:
+        print(f"aero load weather: {exc}", file=sys.stderr)
+        return 2
+    if summary["bad_rows"]:
+        print(f"aero load weather: {summary['bad_rows']} of {summary['rows_read']} rows not published (time or "
+              f"temperature does not parse): " + "; ".join(summary["bad_examples"]), file=sys.stderr)
+    print(json.dumps(summary))
     return 0
 
 
@@ -167,6 +206,44 @@ def _safe_id(raw: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _station_id(raw: str) -> str:
+    from aero_assets.ids import InvalidIdentifier, validate_id
+
+    try:
+        return validate_id(raw, "station id")
+    except InvalidIdentifier as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _onset(raw: str) -> str:
+    from aero_assets.simulators.weather_publish import parse_onset
+
+    try:
+        parse_onset(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return raw
+
+
+def _utc_time(raw: str) -> str:
+    from datetime import datetime
+
+    try:
+        dt = datetime.fromisoformat(raw)
+    except ValueError:
+        dt = None
+    if dt is None or dt.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not an ISO-8601 time with an offset (e.g. 2026-06-01T00:00:00Z)")
+    return raw
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{raw} is not a number >= 0")
+    return value
+
+
 def _interval(raw: str) -> float:
     from aero_assets.simulators.rig_publish import parse_interval
 
@@ -239,6 +316,46 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--faults", action="store_true", help="plant nulls, outliers, duplicates, drift, impossible values")
     r.add_argument("--seed", type=int, default=None)
     r.set_defaults(fn=cmd_simulate)
+
+    we = ssub.add_parser("weather", help="a NOAA-like weather station (calm) or a temperature-only one with a "
+                                         "heatwave at a known onset, JSON on weather.observations")
+    we.add_argument("--station", required=True, type=_station_id, help="station id (the message key)")
+    we.add_argument("--mode", choices=["calm", "heatwave"], default="calm")
+    we.add_argument("--heatwave-start", type=_onset, default=None,
+                    help="onset: an offset from the simulated start (+10d, +36h) or an ISO time with an offset "
+                         "(default: the simulator's, 40-60%% into --days)")
+    we.add_argument("--days", type=_positive_float, default=28.0, help="simulated days (the span)")
+    we.add_argument("--history-days", type=_non_negative_float, default=None,
+                    help="days of the span published at once as history (default: all of it; with --speed, 28)")
+    we.add_argument("--speed", type=_positive_float, default=None,
+                    help="after the history, simulated time runs X times faster than real time (3600: an hour per "
+                         "second); default 1 (real time)")
+    we.add_argument("--start", type=_utc_time, default=None,
+                    help="simulated start, ISO with an offset (default: now minus the history)")
+    we.add_argument("--interval", type=_interval, default=3600.0, help="observation cadence: 1h (default), 10m...")
+    we.add_argument("--forever", action="store_true", help="keep going after --days (ten simulated years) until "
+                                                           "Ctrl-C")
+    we.add_argument("--temperature-only", action="store_true", default=None,
+                    help="no windspeed/pressure (default: only the heatwave station is temperature-only)")
+    we.add_argument("--faults", action="store_true", help="plant duplicates and a gap (landed) and a NaN, a Kelvin "
+                                                          "and a Fahrenheit temperature (DLQ); counts in the ground "
+                                                          "truth")
+    we.add_argument("--seed", type=int, default=None)
+    we.set_defaults(fn=cmd_simulate)
+
+    lo = sub.add_parser("load", help="publish files of real observations to Kafka")
+    losub = lo.add_subparsers(dest="domain", required=True)
+    lw = losub.add_parser("weather", help="a CSV of a station's observations to weather.observations")
+    lw.add_argument("--csv", required=True, help="the CSV file")
+    lw.add_argument("--station", required=True, type=_station_id, help="station id (the message key)")
+    lw.add_argument("--ts-column", default=None, help="time column (default: found by name: ts, timestamp, DATE...)")
+    lw.add_argument("--temperature-column", default=None,
+                    help="temperature column (default: found by name: temperature, TMP, ...)")
+    lw.add_argument("--windspeed-column", default=None, help="windspeed column (optional; found by name)")
+    lw.add_argument("--pressure-column", default=None, help="pressure column (optional; found by name)")
+    lw.add_argument("--unit", type=str.upper, choices=["C", "F"], default=None,
+                    help="temperature unit in the file (default: C, or F when the column's name says so)")
+    lw.set_defaults(fn=cmd_load)
 
     st = sub.add_parser("stream", help="long-running stream services (own consumer group; Ctrl-C stops)")
     st.add_argument("name", choices=["tires-alerts"], help="tires-alerts: alert episodes on tires.alerts within a "
