@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from aero_assets import f1, rig, tires, windtunnel
+from aero_assets import f1, forecast, rig, tires, windtunnel
 from resources import (
     KafkaResource,
     LakeResource,
@@ -59,6 +59,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         tires.build_defs(settings.topics),
         f1.build_defs(settings.topics),
         rig.build_defs(settings.topics),
+        forecast.build_defs(settings.topics),
         dg.Definitions(sensors=[build_warehouse_views_sensor(lambda lake: warehouse_views(lake, settings.topics))]),
         # one process per run, steps in order: a chain of six steps pays the code-load cost once
         # (pools still apply in-process, so two landings of one topic never overlap)
