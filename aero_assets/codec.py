@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -180,6 +181,37 @@ def read_arrow_stream(value: bytes, max_decoded_bytes: int = MAX_DECODED_BYTES) 
         raise DecodeError(f"Arrow IPC stream is truncated or corrupt ({exc})") from None
     except (OSError, pa.ArrowException) as exc:  # pyarrow reports framing errors as OSError
         raise DecodeError(f"Arrow IPC stream is truncated or corrupt ({_arrow_problem(exc)})") from None
+
+
+def arrow_block(value: bytes, required: Iterable[str], id_column: str, max_rows: int,
+                what: str) -> tuple[pa.Table, pa.Array, pa.Array]:
+    """A row-per-record Arrow block read and checked: `(table, id_array, ts_array)`.
+
+    Refuses a block that lacks any `required` column, has no rows or more than `max_rows` (`what` names
+    a row in the reason, e.g. "samples"), whose `id_column` is not a string (dictionary<string> is
+    decoded), or whose `ts` is not a time-zone-aware timestamp storable as timestamp[ns, UTC].
+    """
+    table = read_arrow_stream(value)
+    missing = [c for c in required if c not in table.column_names]
+    if missing:
+        raise DecodeError(f"Arrow block lacks column(s) {', '.join(missing)}")
+    if table.num_rows == 0:
+        raise DecodeError("Arrow block has no rows")
+    if table.num_rows > max_rows:
+        raise DecodeError(f"an Arrow block may carry at most {max_rows} {what}")
+    ids = table[id_column].combine_chunks()
+    if pa.types.is_dictionary(ids.type):
+        ids = ids.dictionary_decode()
+    if not pa.types.is_string(ids.type):
+        raise DecodeError(f"{id_column} must be a string column, got {ids.type}")
+    ts = table["ts"].combine_chunks()
+    if not pa.types.is_timestamp(ts.type) or ts.type.tz is None:
+        raise DecodeError(f"ts must be timestamp with a time zone (timestamp[ns, UTC]), got {ts.type}")
+    try:
+        ts = pc.cast(ts, TS_TYPE)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise DecodeError(f"ts cannot be stored as timestamp[ns]: {exc}") from None
+    return table, ids, ts
 
 
 def _arrow_problem(exc: Exception) -> str:

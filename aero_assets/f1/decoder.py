@@ -29,11 +29,11 @@ from aero_assets.codec import (
     TS_TYPE,
     Decoded,
     DecodeError,
+    arrow_block,
     json_object,
     json_ts_column,
     parse_float,
     parse_ts_ns,
-    read_arrow_stream,
 )
 from aero_assets.ids import InvalidIdentifier, is_safe_id, validate_id
 from aero_assets.json_batch import BatchDecoded, decode_json_batch, json_objects, verdicts
@@ -185,26 +185,8 @@ class F1TelemetryDecoder:
                 {c: np.asarray(v, dtype=np.float64) for c, v in cols.items()})
 
     def _arrow_columns(self, value: bytes):
-        table = read_arrow_stream(value)
-        missing = [f.name for f in SCHEMA if f.name not in table.column_names]
-        if missing:
-            raise DecodeError(f"Arrow block lacks column(s) {', '.join(missing)}")
-        if table.num_rows == 0:
-            raise DecodeError("Arrow block has no rows")
-        if table.num_rows > MAX_LINES * 10:
-            raise DecodeError(f"an Arrow block may carry at most {MAX_LINES * 10} samples")
-        sid = table["session_id"].combine_chunks()
-        if pa.types.is_dictionary(sid.type):
-            sid = sid.dictionary_decode()
-        if not pa.types.is_string(sid.type):
-            raise DecodeError(f"session_id must be a string column, got {sid.type}")
-        ts = table["ts"].combine_chunks()
-        if not pa.types.is_timestamp(ts.type) or ts.type.tz is None:
-            raise DecodeError(f"ts must be timestamp with a time zone (timestamp[ns, UTC]), got {ts.type}")
-        try:
-            ts = pc.cast(ts, TS_TYPE)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise DecodeError(f"ts cannot be stored as timestamp[ns]: {exc}") from None
+        table, sid, ts = arrow_block(value, required=SCHEMA.names, id_column="session_id",
+                                     max_rows=MAX_LINES * 10, what="samples")
         cols = {}
         for c in (*INTS, *FLOATS):
             col = table[c]

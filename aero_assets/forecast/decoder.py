@@ -26,10 +26,10 @@ from aero_assets.codec import (
     TS_TYPE,
     Decoded,
     DecodeError,
+    arrow_block,
     json_ts_column,
     parse_float,
     parse_ts_ns,
-    read_arrow_stream,
 )
 from aero_assets.forecast.weather_settings import WeatherLimits
 from aero_assets.ids import is_safe_id
@@ -190,26 +190,8 @@ class WeatherDecoder:
         return pa.array(stations, pa.string()), pa.array(ts, pa.int64()).cast(TS_TYPE), cols, nulls
 
     def _arrow_columns(self, value: bytes):
-        table = read_arrow_stream(value)
-        missing = [c for c in ("station", "ts", "temperature_c") if c not in table.column_names]
-        if missing:
-            raise DecodeError(f"Arrow block lacks column(s) {', '.join(missing)}")
-        if table.num_rows == 0:
-            raise DecodeError("Arrow block has no rows")
-        if table.num_rows > MAX_ARROW_ROWS:
-            raise DecodeError(f"an Arrow block may carry at most {MAX_ARROW_ROWS} observations")
-        sid = table["station"].combine_chunks()
-        if pa.types.is_dictionary(sid.type):
-            sid = sid.dictionary_decode()
-        if not pa.types.is_string(sid.type):
-            raise DecodeError(f"station must be a string column, got {sid.type}")
-        ts = table["ts"].combine_chunks()
-        if not pa.types.is_timestamp(ts.type) or ts.type.tz is None:
-            raise DecodeError(f"ts must be timestamp with a time zone (timestamp[ns, UTC]), got {ts.type}")
-        try:
-            ts = pc.cast(ts, TS_TYPE)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise DecodeError(f"ts cannot be stored as timestamp[ns]: {exc}") from None
+        table, sid, ts = arrow_block(value, required=("station", "ts", "temperature_c"), id_column="station",
+                                     max_rows=MAX_ARROW_ROWS, what="observations")
         cols, nulls = {}, {}
         for c in VALUES:
             if c not in table.column_names:  # a temperature-only station may leave them out
