@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 
 from aero_assets.forecast.dataset import TrainingSet
-from aero_assets.forecast.model_files import ModelLoadError, read_json, require_file, write_json
+from aero_assets.forecast.model_files import (
+    ModelLoadError,
+    describes_model,
+    open_model_folder,
+    read_model_data,
+    save_model_folder,
+)
 
 MIN_TRAIN_WINDOWS = 16
 FALLBACK_VALIDATION_FRACTION = 0.1
@@ -150,21 +156,16 @@ class TrainedGRU:
         """Write weights.pt (the state dict) and gru.json into `folder`; returns the files written."""
         import torch
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        weights = folder / WEIGHTS_FILE
-        torch.save(self.state_dict, weights)
-        return [weights, write_json(folder, META_FILE, self.summary())]
+        return save_model_folder(folder, WEIGHTS_FILE, lambda path: torch.save(self.state_dict, path), META_FILE,
+                                 self.summary())
 
     @classmethod
     def load(cls, folder: Path) -> TrainedGRU:
         """Read a folder written by `save`; ModelLoadError if a file is missing, truncated or does not fit."""
         import torch
 
-        folder = Path(folder)
-        meta = read_json(folder, META_FILE)
-        weights = require_file(folder, WEIGHTS_FILE)
-        try:
+        meta, weights = open_model_folder(folder, META_FILE, WEIGHTS_FILE)
+        with describes_model(folder, META_FILE, "GRU"):
             config = GRUConfig(**meta["config"])
             model = cls(
                 state_dict={},
@@ -182,12 +183,8 @@ class TrainedGRU:
                 n_train=int(meta.get("n_train", 0)),
                 n_val=int(meta.get("n_val", 0)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelLoadError(f"{folder / META_FILE} does not describe a GRU model ({exc!r})") from exc
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, zipfile errors...
-            raise ModelLoadError(f"{weights} cannot be read ({type(exc).__name__}: {exc})") from exc
+        state = read_model_data(weights, lambda path: torch.load(path, map_location="cpu", weights_only=True),
+                                "cannot be read")
         if not isinstance(state, dict):
             raise ModelLoadError(f"{weights} does not hold a state dict")
         model.state_dict = state
@@ -307,24 +304,18 @@ def bench_gru_training(days: float = 365, seed: int = 0, config: GRUConfig | Non
     Returns gru_train_seconds, the test RMSE of the GRU and of both baselines, and the training
     story (epochs run, best epoch, stop reason), for `aero bench forecast` and docs/BENCHMARKS.md.
     """
-    from aero_assets.forecast.baselines import evaluate_baselines, metrics
-    from aero_assets.forecast.dataset import build_training_set
-    from aero_assets.forecast.simulate import simulate_station
+    from aero_assets.forecast.bench_run import bench_run
 
-    readings, _ = simulate_station("bench", 1_704_067_200 * 1_000_000_000, days, seed=seed)  # from 2024-01-01
-    series = readings.set_index("ts")["temperature_c"]
-    training_set = build_training_set(series, lookback=24, horizon=1)
-    model = train_gru(training_set, config)
-    X_te, y_te, _ = training_set.raw("test")
-    baselines = evaluate_baselines(training_set, "test")
+    run = bench_run(days, seed, lambda training_set: train_gru(training_set, config))
+    model = run.model
     return {
         "days": days,
         "gru_train_seconds": round(model.train_seconds, 2),
-        "gru_rmse": metrics(y_te, model.predict(X_te))["rmse"],
-        "persistence_rmse": baselines["persistence"]["rmse"],
-        "seasonal_naive_rmse": baselines["seasonal_naive"]["rmse"],
+        "gru_rmse": run.rmse(model.predict(run.X_test)),
+        "persistence_rmse": run.persistence_rmse,
+        "seasonal_naive_rmse": run.seasonal_naive_rmse,
         "epochs_run": len(model.history),
         "best_epoch": model.best_epoch,
         "stop_reason": model.stop_reason,
-        "windows": training_set.counts(),
+        "windows": run.training_set.counts(),
     }

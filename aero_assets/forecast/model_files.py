@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class ModelLoadError(Exception):
@@ -52,3 +56,46 @@ def write_json(folder: Path, name: str, value: dict[str, Any]) -> Path:
     path = Path(folder) / name
     path.write_text(json.dumps(value, indent=2, sort_keys=True), encoding="utf-8")
     return path
+
+
+def save_model_folder(folder: Path, data_name: str, write_data: Callable[[Path], object], meta_name: str,
+                      meta: dict[str, Any]) -> list[Path]:
+    """Create `folder`, write the model's data file with `write_data(path)`, then its JSON description.
+
+    Returns the files written: [data file, JSON file].
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data_path = folder / data_name
+    write_data(data_path)
+    return [data_path, write_json(folder, meta_name, meta)]
+
+
+def open_model_folder(folder: Path, meta_name: str, data_name: str) -> tuple[dict[str, Any], Path]:
+    """(the JSON description, the data file's path) of a folder written by `save_model_folder`.
+
+    ModelLoadError if the JSON file is missing or not an object, or the data file is missing.
+    """
+    meta = read_json(folder, meta_name)
+    return meta, require_file(folder, data_name)
+
+
+def read_model_data(path: Path, read: Callable[[Path], T], problem: str) -> T:
+    """`read(path)`; any exception it raises becomes ModelLoadError "<path> <problem> (<type>: <text>)".
+
+    Model libraries raise all sorts (json errors, EOFError, UnpicklingError, zipfile errors, ...) for
+    a truncated or foreign file, and every one of them means "not a usable model".
+    """
+    try:
+        return read(path)
+    except Exception as exc:
+        raise ModelLoadError(f"{path} {problem} ({type(exc).__name__}: {exc})") from exc
+
+
+@contextmanager
+def describes_model(folder: Path, meta_name: str, kind: str) -> Iterator[None]:
+    """Turn a KeyError/TypeError/ValueError while building a model from its JSON into ModelLoadError."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{Path(folder) / meta_name} does not describe a {kind} model ({exc!r})") from exc

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from aero_assets.forecast.dataset import NS_PER_HOUR, TrainingSet
-from aero_assets.forecast.model_files import ModelLoadError, read_json, require_file, write_json
+from aero_assets.forecast.model_files import describes_model, open_model_folder, read_model_data, save_model_folder
 
 MODEL_FILE = "prophet.json"
 META_FILE = "prophet_meta.json"
@@ -172,11 +172,9 @@ class TrainedProphet:
         """Write prophet.json (prophet.serialize.model_to_json) and prophet_meta.json (rho, config, ...)."""
         from prophet.serialize import model_to_json
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        model_path = folder / MODEL_FILE
-        model_path.write_text(model_to_json(self.model), encoding="utf-8")
-        return [model_path, write_json(folder, META_FILE, self.summary())]
+        return save_model_folder(folder, MODEL_FILE,
+                                 lambda path: path.write_text(model_to_json(self.model), encoding="utf-8"),
+                                 META_FILE, self.summary())
 
     @classmethod
     def load(cls, folder: Path) -> TrainedProphet:
@@ -184,15 +182,10 @@ class TrainedProphet:
         quiet_prophet_logging()
         from prophet.serialize import model_from_json
 
-        folder = Path(folder)
-        meta = read_json(folder, META_FILE)
-        model_path = require_file(folder, MODEL_FILE)
-        try:
-            model = model_from_json(model_path.read_text(encoding="utf-8"))
-        except Exception as exc:  # json errors, missing keys, bad arrays: all mean "not a usable model"
-            reason = f"{type(exc).__name__}: {exc}"
-            raise ModelLoadError(f"{model_path} is not a serialized Prophet model ({reason})") from exc
-        try:
+        meta, model_path = open_model_folder(folder, META_FILE, MODEL_FILE)
+        model = read_model_data(model_path, lambda path: model_from_json(path.read_text(encoding="utf-8")),
+                                "is not a serialized Prophet model")
+        with describes_model(folder, META_FILE, "Prophet"):
             return cls(
                 model=model,
                 config=ProphetConfig(**meta["config"]),
@@ -206,8 +199,6 @@ class TrainedProphet:
                 train_residual_std=float(meta.get("train_residual_std", float("nan"))),
                 extra=dict(meta.get("extra", {})),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelLoadError(f"{folder / META_FILE} does not describe a Prophet model ({exc!r})") from exc
 
 
 def train_prophet(training_set: TrainingSet, config: ProphetConfig | None = None) -> TrainedProphet:
@@ -266,23 +257,17 @@ def bench_prophet_training(days: float = 365, seed: int = 0, config: ProphetConf
     Reports the fit time and test RMSE with and without the AR(1) residual correction next to the
     baselines, on the same windows as `gru.bench_gru_training`.
     """
-    from aero_assets.forecast.baselines import evaluate_baselines, metrics
-    from aero_assets.forecast.dataset import build_training_set
-    from aero_assets.forecast.simulate import simulate_station
+    from aero_assets.forecast.bench_run import bench_run
 
-    readings, _ = simulate_station("bench", 1_704_067_200 * 1_000_000_000, days, seed=seed)  # from 2024-01-01
-    training_set = build_training_set(readings.set_index("ts")["temperature_c"], lookback=24, horizon=1)
-    model = train_prophet(training_set, config)
-    X_te, y_te, ts_te = training_set.raw("test")
-    baselines = evaluate_baselines(training_set, "test")
-    plain = metrics(y_te, model.prophet_at(ts_te))["rmse"]
+    run = bench_run(days, seed, lambda training_set: train_prophet(training_set, config))
+    model = run.model
     return {
         "days": days,
         "prophet_fit_seconds": round(model.fit_seconds, 2),
-        "prophet_rmse": metrics(y_te, model.predict(X_te, ts_te))["rmse"],
-        "prophet_plain_rmse": plain,
+        "prophet_rmse": run.rmse(model.predict(run.X_test, run.ts_test)),
+        "prophet_plain_rmse": run.rmse(model.prophet_at(run.ts_test)),
         "rho": model.rho,
-        "persistence_rmse": baselines["persistence"]["rmse"],
-        "seasonal_naive_rmse": baselines["seasonal_naive"]["rmse"],
+        "persistence_rmse": run.persistence_rmse,
+        "seasonal_naive_rmse": run.seasonal_naive_rmse,
         "train_hours": model.train_hours,
     }
