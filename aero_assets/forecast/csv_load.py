@@ -30,8 +30,7 @@ from tqdm import tqdm
 
 from aero_assets.forecast.weather_settings import WeatherLimits, load_weather_limits
 from aero_assets.ids import validate_id
-from aero_assets.simulators.publish import JSON_HEADERS, produce_waiting
-from aero_assets.simulators.weather_publish import observation_messages
+from aero_assets.simulators.weather_publish import flush_observations, observation_messages, publish_observations
 from resources.kafka import KafkaResource
 from resources.settings import Settings
 
@@ -221,19 +220,9 @@ def load_weather_csv(settings: Settings, path: Path, station: str, *, ts_column:
     stop = stop or threading.Event()
     messages = observation_messages(parsed.frame)
     key = parsed.frame["station"].iloc[0].encode()
-    sent = 0
     with tqdm(total=len(messages), desc=f"load weather {station}", unit="obs", disable=not progress) as bar:
-        for value in messages:  # one message per observation is the wire format; linger batches the produce
-            produce_waiting(producer, topic, key, value, JSON_HEADERS)
-            sent += 1
-            if sent % 1000 == 0:
-                producer.poll(0)
-                bar.update(1000)
-            if stop.is_set():
-                break
-        bar.update(sent % 1000)
-    if producer.flush(60) > 0:
-        raise RuntimeError("weather observations were not acknowledged by the broker within 60 s")
+        sent = publish_observations(producer, topic, key, messages, bar, stop)
+    flush_observations(producer)
     ts = parsed.frame["ts"].to_numpy()
     return {"station": station, "topic": topic, "file": str(path), "published": sent,
             "first_ts": pd.Timestamp(int(ts.min()), tz="UTC").isoformat(),

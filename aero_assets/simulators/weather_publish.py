@@ -90,6 +90,32 @@ def observation_messages(frame: pd.DataFrame) -> list[bytes]:
     return pc.cast(pc.binary_join_element_wise(*parts, ""), pa.binary()).to_pylist()
 
 
+def publish_observations(producer, topic: str, key: bytes, messages: list[bytes], bar: tqdm,
+                         stop: threading.Event) -> int:
+    """Produce `messages` in order as fast as the broker takes them (linger batches the produce), until `stop`.
+
+    Polls and advances `bar` every 1,000 messages and once more at the end; returns how many were sent.
+    The caller flushes (`flush_observations`).
+    """
+    sent = 0
+    for value in messages:  # one message per observation is the wire format
+        produce_waiting(producer, topic, key, value, JSON_HEADERS)
+        sent += 1
+        if sent % 1000 == 0:
+            producer.poll(0)
+            bar.update(1000)
+        if stop.is_set():
+            break
+    bar.update(sent % 1000)
+    return sent
+
+
+def flush_observations(producer) -> None:
+    """Wait for the broker to acknowledge everything produced; RuntimeError after 60 s."""
+    if producer.flush(60) > 0:
+        raise RuntimeError("weather observations were not acknowledged by the broker within 60 s")
+
+
 def plant_faults(frame: pd.DataFrame, rng: np.random.Generator, interval_s: float) -> tuple[pd.DataFrame, dict]:
     """Duplicates and a gap (landed) and one NaN, one Kelvin and one Fahrenheit temperature (DLQ), vectorised."""
     n = len(frame)
@@ -178,18 +204,8 @@ def simulate_weather(settings: Settings, station: str, mode: str = "calm", heatw
     bar = tqdm(total=None if forever else len(messages), desc=f"simulate weather {station}", unit="obs",
                disable=not progress, smoothing=0.1)
     t0 = time.monotonic()
-    sent = 0
-    for value in messages[:n_history]:  # history: as fast as the broker takes it (linger batches the produce)
-        produce_waiting(producer, topic, key, value, JSON_HEADERS)
-        sent += 1
-        if sent % 1000 == 0:
-            producer.poll(0)
-            bar.update(1000)
-        if stop.is_set():
-            break
-    bar.update(sent % 1000)
-    if producer.flush(60) > 0:
-        raise RuntimeError("weather observations were not acknowledged by the broker within 60 s")
+    sent = publish_observations(producer, topic, key, messages[:n_history], bar, stop)  # history: at once
+    flush_observations(producer)
     wall0 = time.monotonic()
     for i in range(n_history, len(messages)):  # paced: simulated time = history end + speed x wall time
         if stop.is_set():
@@ -204,8 +220,7 @@ def simulate_weather(settings: Settings, station: str, mode: str = "calm", heatw
         sent += 1
         bar.update(1)
     bar.close()
-    if producer.flush(60) > 0:
-        raise RuntimeError("weather observations were not acknowledged by the broker within 60 s")
+    flush_observations(producer)
     return {"station": station, "mode": mode, "topic": topic, "published": sent,
             "history_published": min(sent, n_history), "paced_published": max(0, sent - n_history),
             "first_ts": _iso(int(ts[0])) if len(ts) else "", "last_ts": _iso(int(ts[sent - 1])) if sent else "",
@@ -218,4 +233,5 @@ def _iso(ns: int | None) -> str | None:
     return None if ns is None else pd.Timestamp(int(ns), tz="UTC").isoformat()
 
 
-__all__ = ["observation_messages", "parse_onset", "plant_faults", "simulate_weather"]
+__all__ = ["flush_observations", "observation_messages", "parse_onset", "plant_faults", "publish_observations",
+           "simulate_weather"]
