@@ -71,3 +71,15 @@ def seasonal_naive_errors(hourly_temp: pd.Series, season: int = SEASON_H) -> pd.
     """
     values = hourly_temp.sort_index()
     return (values - values.shift(season)).rename("error")
+
+
+def seasonal_innovations(hourly_temp: pd.Series, days: int = 3, season: int = SEASON_H) -> pd.Series:
+    """Value minus the mean of the same hour over the previous `days` days: the drift detector's error stream.
+
+    Averaging a few days makes the reference less noisy than "same hour yesterday" alone (yesterday's
+    weather anomaly no longer masks or mimics today's), while a few days still follow the season. A
+    heatwave shows as a run of large positive innovations, a cold snap as negative ones.
+    """
+    values = hourly_temp.sort_index()
+    reference = sum(values.shift(season * k) for k in range(1, days + 1)) / days
+    return (values - reference).rename("innovation")
