@@ -7,6 +7,7 @@ A station with too little history materializes nothing (the reason is logged and
 rest of its chain is skipped rather than failed.
 """
 
+import io
 import json
 import time
 from pathlib import Path
@@ -143,8 +144,6 @@ def build_training_assets(settings: ForecastSettings) -> list:
         ts = build_training_set(series, lookback=config.lookback, horizon=config.horizon)
         folder = station_dir(lake, TRAINING_SET, station)
         folder.mkdir(parents=True, exist_ok=True)
-        import io
-
         buffer = io.BytesIO()
         np.savez(buffer, **ts.to_arrays())
         write_bytes_atomic(folder / "training_set.npz", buffer.getvalue())
@@ -250,7 +249,7 @@ def build_training_assets(settings: ForecastSettings) -> list:
         station = context.partition_key
         ts, _ = load_training_set(lake, station)
         X_raw, y_raw, target_ts = ts.raw("test")
-        candidates, versions, notes = {}, {}, []
+        candidates, versions, val_rmse, notes = {}, {}, {}, []
         for kind in MODEL_NAMES:
             try:
                 loaded = load_model(model_store, kind, station)
@@ -260,13 +259,14 @@ def build_training_assets(settings: ForecastSettings) -> list:
             notes.extend(f"{kind} {v}: {why}" for v, why in loaded.skipped)
             candidates[kind] = loaded.value.predict(X_raw, target_ts)
             versions[kind] = loaded.version
+            val_rmse[kind] = (loaded.metadata.get("metrics") or {}).get("val_rmse")
         for note in notes:
             context.log.warning(note)
         table = evaluation_table(ts, candidates)
         folder = station_dir(lake, MODEL_EVALUATION, station)
         folder.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(folder / "evaluation.json", json.dumps(
-            {"station": station, "versions": versions, "notes": notes,
+            {"station": station, "versions": versions, "val_rmse": val_rmse, "notes": notes,
              "table": json.loads(table.reset_index().to_json(orient="records"))}).encode())
         plot = _forecast_plot(f"test part, {station}", target_ts[:, 0], y_raw[:, 0],
                               {k: v[:, 0] for k, v in candidates.items()}) if len(target_ts) else ""
@@ -303,7 +303,8 @@ def build_training_assets(settings: ForecastSettings) -> list:
             kind = decision.champion
             current = {"kind": kind, "version": evaluation["versions"][kind], "station": station,
                        "released_at": pd.Timestamp.now(tz="UTC").isoformat(), "run_id": context.run.run_id,
-                       "test_rmse": float(table.loc[kind, "rmse"]), "val_rmse": None,
+                       "test_rmse": float(table.loc[kind, "rmse"]),
+                       "val_rmse": evaluation.get("val_rmse", {}).get(kind),
                        "data_last_ts": ts_meta["last_ts"], "data_first_ts": ts_meta["first_ts"],
                        "trigger": context.run.tags.get("aero/trigger", "manual"),
                        "drift_reason": context.run.tags.get("aero/drift_reason", "")}

@@ -1,0 +1,135 @@
+"""`drift_retrain_sensor`: when a station's `drift` check fails, retrain that station on the new regime.
+
+Reads the executions of the `forecast/drift_report` `drift` check since its cursor (the newest per
+station wins) and applies `monitor.retrain_decision` to the failed ones: wait until enough post-onset
+hours were observed, then request training set -> models -> evaluation -> champion for the station,
+with the training window starting `pre_onset_days` before the onset and the reason and statistics
+in the run's tags. All times are station (event) hours, so a simulation at 3600x behaves like the
+real thing. The cool-down is kept per station in the cursor: one drift episode, one retrain, even
+though the old champion keeps failing the check until the new one is released.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import dagster as dg
+import pandas as pd
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+from aero_assets.forecast.monitor import RetrainPolicy, retrain_decision
+from aero_assets.keys import DRIFT_CHECK, DRIFT_REPORT, FORECAST_TRAINING_CHAIN
+from sensors.weather_observations import IN_FLIGHT, runs_for
+
+HOUR = 3_600_000_000_000
+TAG_LIMIT = 255  # Dagster run tag values are short strings
+
+
+@dataclass
+class DriftCursor:
+    after_id: int = 0
+    retrained_at: dict[str, int] = field(default_factory=dict)  # station -> station time of the last drift retrain
+
+    @classmethod
+    def load(cls, raw: str | None) -> DriftCursor:
+        try:
+            obj = json.loads(raw or "{}")
+            return cls(int(obj.get("after_id", 0)), {str(k): int(v) for k, v in obj.get("retrained_at", {}).items()})
+        except (ValueError, TypeError, AttributeError):
+            return cls()
+
+    def dump(self) -> str:
+        return json.dumps({"after_id": self.after_id, "retrained_at": self.retrained_at})
+
+
+def _iso(ns) -> str:
+    return "" if ns is None else pd.Timestamp(int(ns), tz="UTC").isoformat()
+
+
+def latest_failed_checks(instance, after_id: int) -> tuple[int, dict[str, dict]]:
+    """(newest execution id seen, {station: summary of its newest evaluation}) for evaluations after `after_id`.
+
+    A station whose newest evaluation passed maps to {"drifted": False}.
+    """
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(DRIFT_REPORT, DRIFT_CHECK), limit=500)
+    newest, out = after_id, {}
+    for rec in sorted((r for r in records if r.id > after_id), key=lambda r: r.id):
+        if rec.status not in (AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED):
+            continue  # planned or running: not a verdict yet (seen again once it has one)
+        newest = max(newest, rec.id)
+        evaluation = rec.event.dagster_event.event_specific_data if rec.event and rec.event.dagster_event else None
+        summary_value = evaluation.metadata.get("summary") if evaluation is not None else None
+        summary = dict(summary_value.value) if summary_value is not None else {}
+        # the station: the record's partition where the storage keeps it (SQLite storage leaves it empty), else
+        # the one the report names
+        station = rec.partition or summary.get("station")
+        if not station or "last_ts" not in summary:
+            continue
+        summary["drifted"] = rec.status == AssetCheckExecutionRecordStatus.FAILED and bool(summary.get("drifted"))
+        out[str(station)] = summary
+    return newest, out
+
+
+def build_drift_retrain_sensor(policy: RetrainPolicy, minimum_interval_seconds: int = 10) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="drift_retrain_sensor", asset_selection=FORECAST_TRAINING_CHAIN,
+        minimum_interval_seconds=minimum_interval_seconds, default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Retrains a station whose `drift` check failed, once {policy.min_post_onset_h:g} post-onset hours "
+                    f"were observed, on a window from {policy.pre_onset_days:g} days before the onset; a cool-down "
+                    f"of {policy.cooldown_h:g} station hours makes one drift episode one retrain.")
+    def drift_retrain_sensor(context: dg.SensorEvaluationContext):
+        cursor = DriftCursor.load(context.cursor)
+        newest, verdicts = latest_failed_checks(context.instance, cursor.after_id)
+        if newest == cursor.after_id:
+            return dg.SkipReason("No new drift check results.")
+        cursor.after_id = newest
+        requests, notes = [], []
+        for station, summary in sorted(verdicts.items()):
+            decision = retrain_decision(summary, cursor.retrained_at.get(station), policy)
+            if decision.action != "retrain":
+                if decision.action != "none":
+                    notes.append(f"{station}: {decision.action} ({decision.reason})")
+                continue
+            if runs_for(context.instance, station, "training", IN_FLIGHT):
+                notes.append(f"{station}: drifted, but a training run is already in flight")
+                continue
+            cursor.retrained_at[station] = int(summary["last_ts"])
+            onset = summary.get("onset_ts")
+            post_h = (int(summary["last_ts"]) - int(onset or summary["last_ts"])) / HOUR
+            tags = {"aero/trigger": "drift", "aero/station": station, "aero/chain": "training",
+                    "aero/drift_reason": decision.reason[:TAG_LIMIT], "aero/drift_onset": _iso(onset),
+                    "aero/drift_alarm": _iso(summary.get("alarm_ts")), "aero/psi": str(summary.get("psi")),
+                    "aero/ks": str(summary.get("ks")), "aero/train_from": _iso(decision.train_start_ts),
+                    "aero/post_onset_hours": f"{post_h:.0f}"}
+            requests.append(dg.RunRequest(
+                run_key=f"drift-retrain/{station}/{onset}", partition_key=station,
+                asset_selection=FORECAST_TRAINING_CHAIN,
+                run_config={"ops": {"forecast__training_set": {"config": {"start": _iso(decision.train_start_ts)}}}},
+                tags=tags))
+            context.log.info(f"{station}: drift retrain from {_iso(decision.train_start_ts)} ({decision.reason})")
+        return dg.SensorResult(run_requests=requests, cursor=cursor.dump(),
+                               skip_reason=None if requests else ("; ".join(notes) or "No drift."))
+
+    return drift_retrain_sensor
+
+
+def build_routine_retrain_schedule(cron: str = "0 4 * * 1") -> dg.ScheduleDefinition:
+    """The seed's routine retrain check, weekly: every known station's training chain, newest history."""
+    from aero_assets.keys import forecast_stations
+
+    @dg.schedule(name="routine_retrain", cron_schedule=cron, target=FORECAST_TRAINING_CHAIN,
+                 default_status=dg.DefaultScheduleStatus.RUNNING, execution_timezone="UTC",
+                 description="Weekly retrain of every station on its newest history (slow degradation, which the "
+                             "drift verdict leaves alone); a candidate is released only through the champion gate.")
+    def routine_retrain(context: dg.ScheduleEvaluationContext):
+        stations = context.instance.get_dynamic_partitions(forecast_stations.name)
+        if not stations:
+            return dg.SkipReason("No forecast stations yet.")
+        when = context.scheduled_execution_time.strftime("%Y-%m-%d")
+        return [dg.RunRequest(run_key=f"routine/{when}/{s}", partition_key=s,
+                              tags={"aero/trigger": "routine", "aero/station": s, "aero/chain": "training"})
+                for s in sorted(stations)]
+
+    return routine_retrain
