@@ -106,7 +106,8 @@ def build_drift_retrain_sensor(policy: RetrainPolicy, minimum_interval_seconds: 
             requests.append(dg.RunRequest(
                 run_key=f"drift-retrain/{station}/{onset}", partition_key=station,
                 asset_selection=FORECAST_TRAINING_CHAIN,
-                run_config={"ops": {"forecast__training_set": {"config": {"start": _iso(decision.train_start_ts)}}}},
+                run_config={"ops": {"forecast__training_set": {"config": {"start": _iso(decision.train_start_ts)}},
+                                    "forecast__gru_model": {"config": {"fine_tune": True}}}},
                 tags=tags))
             context.log.info(f"{station}: drift retrain from {_iso(decision.train_start_ts)} ({decision.reason})")
         return dg.SensorResult(run_requests=requests, cursor=cursor.dump(),

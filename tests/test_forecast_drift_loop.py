@@ -74,7 +74,7 @@ def test_a_heatwave_fails_the_drift_check_and_the_sensor_retrains_that_station_o
     topic = settings.topics.weather_observations
     forecast = ForecastSettings(gru_epochs=2, min_history_h=72)
     weather_sensor = build_weather_sensor(topic, LandingPolicy(min_messages=1, max_wait_s=0.0))
-    retrain_sensor = build_drift_retrain_sensor(RetrainPolicy(cooldown_h=168, min_post_onset_h=72, pre_onset_days=14))
+    retrain_sensor = build_drift_retrain_sensor(RetrainPolicy())  # 168 h cool-down, 96 post-onset hours, 7 days before
     defs = dg.Definitions(
         assets=[*build_observation_assets(settings.topics), *build_training_assets(forecast),
                 *build_monitor_assets(forecast)],
@@ -125,7 +125,8 @@ def test_a_heatwave_fails_the_drift_check_and_the_sensor_retrains_that_station_o
     assert request.partition_key == "hw" and request.asset_selection == FORECAST_TRAINING_CHAIN
     assert request.tags["aero/trigger"] == "drift" and "CUSUM" in request.tags["aero/drift_reason"]
     train_from = pd.Timestamp(request.run_config["ops"]["forecast__training_set"]["config"]["start"]).value
-    assert train_from == summary["onset_ts"] - 14 * NS_PER_DAY
+    assert train_from == summary["onset_ts"] - 7 * NS_PER_DAY
+    assert request.run_config["ops"]["forecast__gru_model"]["config"]["fine_tune"] is True
     assert DriftCursor.load(retrain.cursor).retrained_at == {"hw": summary["last_ts"]}
     # a second look at the same (still failing) verdicts asks for nothing: one episode, one retrain
     again = _tick(retrain_sensor, instance, defs, retrain.cursor)
@@ -133,13 +134,17 @@ def test_a_heatwave_fails_the_drift_check_and_the_sensor_retrains_that_station_o
 
     result = _run(defs, instance, request)
     assert result.success
+    gru = result.asset_materializations_for_node("forecast__gru_model")[0].metadata
+    assert gru["params"].value["fine_tune_from"]  # started from the station's GRU
+    prophet = result.asset_materializations_for_node("forecast__prophet_model")[0].metadata
+    assert prophet["trained"].value is False and "too few train hours" in prophet["skipped"].value
     new = released_champion(lake, "hw")
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    if checks["beats_baselines"]:
-        assert new["version"] != first_champions["hw"]["version"] and new["trigger"] == "drift"
-        assert "CUSUM" in new["drift_reason"] and new["data_last_ts"] > onset
-    else:  # the gate held: the old champion stays in service and says why
-        assert new == first_champions["hw"]
+    assert set(checks) == {"metrics_finite", "beats_baselines", "beats_champion"}
+    # seeded and deterministic: the fine-tuned GRU beats both baselines and the old champion on post-onset hours
+    assert checks == {"metrics_finite": True, "beats_baselines": True, "beats_champion": True}
+    assert new["version"] != first_champions["hw"]["version"] and new["kind"] == "gru" and new["trigger"] == "drift"
+    assert "CUSUM" in new["drift_reason"] and new["data_last_ts"] > onset
     assert released_champion(lake, "calm") == first_champions["calm"]
     # the retrained station's monitoring restarts from the new release
     monitor_again = _tick(weather_sensor, instance, defs, fourth.cursor)

@@ -36,6 +36,7 @@ from resources.lake import write_bytes_atomic
 MODEL_NAMES = {"gru": "gru", "prophet": "prophet"}
 FINITE_CHECK = "metrics_finite"
 BEATS_CHECK = "beats_baselines"
+CHAMPION_CHECK = "beats_champion"
 
 
 def _iso(ns: int | None) -> str:
@@ -104,6 +105,9 @@ def build_training_assets(settings: ForecastSettings) -> list:
         epochs: int = settings.gru_epochs
         hidden: int = 32
         seed: int = 0
+        # start from the station's newest GRU and keep its scaler (a drift retrain sets this): a few days of a
+        # new regime are enough to adapt a network that learned the station's daily cycle from a long history
+        fine_tune: bool = False
 
     class ChampionConfig(dg.Config):
         margin: float = settings.release_margin
@@ -174,8 +178,10 @@ def build_training_assets(settings: ForecastSettings) -> list:
         t0 = time.perf_counter()
         try:
             model = fit(ts)
-        except ValueError as exc:  # too few windows for this model: a skip, said plainly
-            raise dg.Failure(description=f"{kind} not trained for {station}: {exc}") from None
+        except ValueError as exc:  # too few windows for this model: not a candidate this time, said plainly
+            reason = f"{kind} not trained for {station}: {exc}"
+            context.log.warning(reason)
+            return dg.MaterializeResult(metadata={"station": station, "trained": False, "skipped": reason})
         train_seconds = time.perf_counter() - t0
         scores = {}
         forecasts = {}
@@ -205,7 +211,7 @@ def build_training_assets(settings: ForecastSettings) -> list:
         plot = (_forecast_plot(f"{kind} vs actual, test part ({station})", target_ts[:, 0], y_raw[:, 0],
                                {kind: y_hat[:, 0]}) if len(target_ts) else "")
         return dg.MaterializeResult(metadata={
-            "station": station, "version": path.name, "path": str(path),
+            "station": station, "trained": True, "version": path.name, "path": str(path),
             "test_rmse": float(metric_values["test_rmse"]), "test_mae": float(metric_values["test_mae"]),
             "val_rmse": float(metric_values["val_rmse"]), "train_seconds": round(train_seconds, 2),
             "mlflow": (f"logged run {tracked.run_id} to {tracked.uri}" if tracked.logged else
@@ -223,10 +229,19 @@ def build_training_assets(settings: ForecastSettings) -> list:
         from aero_assets.forecast.gru import GRUConfig, train_gru
 
         gru_config = GRUConfig(epochs=config.epochs, hidden=config.hidden, seed=config.seed)
-        params = {"epochs": config.epochs, "hidden": config.hidden, "seed": config.seed}
+        params = {"epochs": config.epochs, "hidden": config.hidden, "seed": config.seed, "fine_tune_from": ""}
+        init = None
+        if config.fine_tune:
+            try:
+                loaded = load_model(model_store, "gru", context.partition_key)
+                init = loaded.value.trained
+                params["fine_tune_from"] = loaded.version
+            except LookupError as exc:
+                context.log.warning(f"no GRU to fine-tune ({exc}); training from scratch")
 
         def fit(ts):
-            return _GRUAdapter(train_gru(ts, gru_config))
+            start = init if init is not None and (init.lookback, init.horizon) == (ts.lookback, ts.horizon) else None
+            return _GRUAdapter(train_gru(ts, gru_config, init=start))
 
         return _train(context, "gru", lake, model_store, fit, params)
 
@@ -247,8 +262,9 @@ def build_training_assets(settings: ForecastSettings) -> list:
                           "yesterday): RMSE, MAE and skill scores, as a table and a plot.")
     def model_evaluation(context: dg.AssetExecutionContext, lake: LakeResource, model_store: ModelStoreResource):
         station = context.partition_key
-        ts, _ = load_training_set(lake, station)
+        ts, ts_meta = load_training_set(lake, station)
         X_raw, y_raw, target_ts = ts.raw("test")
+        window = {"first_ts": ts_meta["first_ts"], "last_ts": ts_meta["last_ts"]}
         candidates, versions, val_rmse, notes = {}, {}, {}, []
         for kind in MODEL_NAMES:
             try:
@@ -257,19 +273,33 @@ def build_training_assets(settings: ForecastSettings) -> list:
                 notes.append(f"{kind}: {exc}")
                 continue
             notes.extend(f"{kind} {v}: {why}" for v, why in loaded.skipped)
+            if loaded.metadata.get("data_window") != window:  # not trained this time (skipped): not a candidate
+                notes.append(f"{kind}: the newest loadable version ({loaded.version}) was trained on another window; "
+                             "not a candidate")
+                continue
             candidates[kind] = loaded.value.predict(X_raw, target_ts)
             versions[kind] = loaded.version
             val_rmse[kind] = (loaded.metadata.get("metrics") or {}).get("val_rmse")
+        in_service, serving = None, released_champion(lake, station)
+        if serving is not None and len(X_raw):
+            try:
+                incumbent = load_model(model_store, serving["kind"], station, version=serving["version"])
+                in_service = incumbent.value.predict(X_raw, target_ts)
+                versions["in_service"] = f"{serving['kind']} {incumbent.version}"
+            except LookupError as exc:
+                notes.append(f"champion in service: {exc}")
         for note in notes:
             context.log.warning(note)
-        table = evaluation_table(ts, candidates)
+        table = evaluation_table(ts, candidates, in_service=in_service)
         folder = station_dir(lake, MODEL_EVALUATION, station)
         folder.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(folder / "evaluation.json", json.dumps(
             {"station": station, "versions": versions, "val_rmse": val_rmse, "notes": notes,
              "table": json.loads(table.reset_index().to_json(orient="records"))}).encode())
-        plot = _forecast_plot(f"test part, {station}", target_ts[:, 0], y_raw[:, 0],
-                              {k: v[:, 0] for k, v in candidates.items()}) if len(target_ts) else ""
+        lines = {k: v[:, 0] for k, v in candidates.items()}
+        if in_service is not None:
+            lines["in service"] = in_service[:, 0]
+        plot = _forecast_plot(f"test part, {station}", target_ts[:, 0], y_raw[:, 0], lines) if len(target_ts) else ""
         return dg.MaterializeResult(metadata={
             "station": station, "table": dg.MetadataValue.md(table.round(4).to_markdown()),
             "versions": dg.MetadataValue.json(versions), "notes": dg.MetadataValue.json(notes),
@@ -285,6 +315,9 @@ def build_training_assets(settings: ForecastSettings) -> list:
             dg.AssetCheckSpec(BEATS_CHECK, asset=CHAMPION_MODEL, blocking=True,
                               description="The candidate beats persistence and seasonal naive on the test part by "
                                           "the configured margin."),
+            dg.AssetCheckSpec(CHAMPION_CHECK, asset=CHAMPION_MODEL, blocking=True,
+                              description="The candidate beats the champion in service on the same test windows "
+                                          "(passes when there is none)."),
         ],
         description="The model in service for the station: the best evaluated model, released only when its "
                     "blocking checks pass; otherwise the previous champion stays in service and the metadata says why.")

@@ -5,9 +5,11 @@ Pure functions, so the Dagster assets and `aero bench forecast` decide the same 
 * `evaluation_table` scores every candidate and both baselines on the *same* test windows (same
   targets), with skill against each baseline, because an RMSE alone says nothing about hourly
   temperature (persistence is already good);
-* `release_decision` is the gate: a candidate is released only if its metrics are finite and it
-  beats persistence and seasonal naive by `margin` (a fraction of the baseline's RMSE). When no
-  candidate passes, the decision says why and the previous champion stays in service;
+* `release_decision` is the gate: a candidate is released only if its metrics are finite, it
+  beats persistence and seasonal naive by `margin` (a fraction of the baseline's RMSE) and it beats
+  the champion in service on the same windows (champion / challenger: a retrain on the newest data
+  must prove itself on the newest data). When no candidate passes, the decision says why and the
+  previous champion stays in service;
 * `one_step_forecasts` replays a champion over an hourly series: every hour after `start_ns` gets
   the forecast made from the `lookback` hours before it, joined with the actual when it exists,
   plus the forecast for the next hour that has not happened yet.
@@ -26,16 +28,20 @@ from aero_assets.forecast.baselines import SEASON_H, metrics, persistence, seaso
 from aero_assets.forecast.dataset import NS_PER_HOUR, TrainingSet
 
 BASELINES = ("persistence", "seasonal_naive")
+IN_SERVICE = "in_service"  # the row of the champion in service, scored on the challenger's test windows
 
 
-def evaluation_table(training_set: TrainingSet, candidates: dict[str, np.ndarray], part: str = "test") -> pd.DataFrame:
-    """One row per model (candidates, then baselines): rmse, mae, n, skill vs each baseline, kind.
+def evaluation_table(training_set: TrainingSet, candidates: dict[str, np.ndarray], part: str = "test",
+                     in_service: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per model (candidates, the champion in service, baselines): rmse, mae, n, skill vs each baseline, kind.
 
     `candidates` maps a model name to its (n, horizon) forecasts in degC for the windows of `part`,
-    in the training set's order.
+    in the training set's order; `in_service` are the current champion's forecasts of the same windows.
     """
     X_raw, y_raw, _ = training_set.raw(part)
     forecasts = dict(candidates)
+    if in_service is not None:
+        forecasts[IN_SERVICE] = in_service
     forecasts["persistence"] = persistence(X_raw, training_set.horizon)
     if training_set.lookback >= SEASON_H and training_set.horizon <= SEASON_H:
         forecasts["seasonal_naive"] = seasonal_naive(X_raw, training_set.horizon)
@@ -44,7 +50,8 @@ def evaluation_table(training_set: TrainingSet, candidates: dict[str, np.ndarray
     for baseline in BASELINES:
         base = rows.get(baseline, {}).get("rmse", float("nan"))
         table[f"skill_vs_{baseline}"] = [skill(r["rmse"], base) for r in rows.values()]
-    table["kind"] = ["baseline" if name in BASELINES else "model" for name in table.index]
+    table["kind"] = ["baseline" if name in BASELINES else "in_service" if name == IN_SERVICE else "model"
+                     for name in table.index]
     table.index.name = "model"
     return table
 
@@ -66,7 +73,8 @@ def release_decision(table: pd.DataFrame, margin: float = 0.02) -> ReleaseDecisi
     """The best model by test RMSE among those with finite metrics, released only if it beats both baselines.
 
     `margin` 0.02 means the champion's RMSE must be at most 98 % of each baseline's. The checks are
-    the release gate's two blocking checks: `metrics_finite` and `beats_baselines`.
+    the release gate's blocking checks: `metrics_finite`, `beats_baselines` and `beats_champion` (a
+    lower RMSE than the champion in service on the same windows; passes when none is in service).
     """
     if not 0.0 <= margin < 1.0:
         raise ValueError(f"margin must be in [0, 1), not {margin}")
@@ -77,9 +85,9 @@ def release_decision(table: pd.DataFrame, margin: float = 0.02) -> ReleaseDecisi
     finite_why = ("every model's metrics are finite" if not not_finite else
                   f"no finite metrics for {', '.join(not_finite)}" + ("" if finite_ok else "; nothing to release"))
     if not finite_ok:
-        return ReleaseDecision(None, {"metrics_finite": (False, finite_why),
-                                      "beats_baselines": (False, "no model with finite metrics to compare")},
-                               finite_why)
+        nothing = "no model with finite metrics to compare"
+        return ReleaseDecision(None, {"metrics_finite": (False, finite_why), "beats_baselines": (False, nothing),
+                                      "beats_champion": (False, nothing)}, finite_why)
     best = str(finite["rmse"].idxmin())
     best_rmse = float(finite.loc[best, "rmse"])
     shortfalls = []
@@ -95,8 +103,20 @@ def release_decision(table: pd.DataFrame, margin: float = 0.02) -> ReleaseDecisi
     beats_why = (f"{best} RMSE {best_rmse:.3f} beats persistence {float(table.loc['persistence', 'rmse']):.3f} and "
                  f"seasonal naive {float(table.loc['seasonal_naive', 'rmse']):.3f} by more than {margin:.0%}"
                  if beats else "; ".join(shortfalls))
-    checks = {"metrics_finite": (True, finite_why), "beats_baselines": (beats, beats_why)}
-    return ReleaseDecision(best if beats else None, checks, beats_why)
+    incumbent = table[table["kind"] == "in_service"]
+    incumbent_rmse = float(incumbent["rmse"].iloc[0]) if len(incumbent) else float("nan")
+    if not np.isfinite(incumbent_rmse):
+        wins, wins_why = True, "no champion in service to beat" if incumbent.empty else \
+            "the champion in service has no finite score on these windows"
+    else:
+        wins = best_rmse < incumbent_rmse
+        wins_why = (f"{best} RMSE {best_rmse:.3f} {'<' if wins else '>='} {incumbent_rmse:.3f} of the champion in "
+                    "service on the same windows")
+    checks = {"metrics_finite": (True, finite_why), "beats_baselines": (beats, beats_why),
+              "beats_champion": (wins, wins_why)}
+    released = beats and wins
+    reason = beats_why if not beats else wins_why
+    return ReleaseDecision(best if released else None, checks, reason)
 
 
 def one_step_forecasts(predict: Callable[[np.ndarray, np.ndarray], np.ndarray], series: pd.Series,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -195,10 +195,19 @@ class TrainedGRU:
         return model
 
 
-def _split_for_training(training_set: TrainingSet) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
-    """Train and early-stopping windows (scaled); without validation windows, the last 10 % of train."""
-    X_tr, y_tr, _ = training_set.part("train")
-    X_va, y_va, _ = training_set.part("validation")
+def _split_for_training(training_set: TrainingSet, scaler: tuple[float, float] | None = None,
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """Train and early-stopping windows (scaled); without validation windows, the last 10 % of train.
+
+    `scaler` (mean, std) replaces the training set's own, for a fine-tune that keeps its model's inputs.
+    """
+    if scaler is None:
+        X_tr, y_tr, _ = training_set.part("train")
+        X_va, y_va, _ = training_set.part("validation")
+    else:
+        mean, std = scaler
+        X_tr, y_tr, _ = ((a - mean) / std if i < 2 else a for i, a in enumerate(training_set.raw("train")))
+        X_va, y_va, _ = ((a - mean) / std if i < 2 else a for i, a in enumerate(training_set.raw("validation")))
     if len(X_tr) < MIN_TRAIN_WINDOWS:
         raise ValueError(
             f"too few train windows to train a GRU: {len(X_tr)} < {MIN_TRAIN_WINDOWS} "
@@ -213,16 +222,26 @@ def _split_for_training(training_set: TrainingSet) -> tuple[np.ndarray, np.ndarr
     return X_tr[:-n_val], y_tr[:-n_val], X_tr[-n_val:], y_tr[-n_val:], "last 10 % of train (no validation windows)"
 
 
-def train_gru(training_set: TrainingSet, config: GRUConfig | None = None) -> TrainedGRU:
+def train_gru(training_set: TrainingSet, config: GRUConfig | None = None, init: TrainedGRU | None = None) -> TrainedGRU:
     """Train on the train part with Adam + MSE, early-stop on validation loss, keep the best epoch's weights.
 
-    Raises ValueError when there are fewer than MIN_TRAIN_WINDOWS train windows (the caller turns
-    that into a skip reason rather than a failed run).
+    With `init` (a trained GRU of the same shape) it is a fine-tune: training starts from its weights and
+    keeps its scaler, so what the network learned from a long history (the daily cycle, the weather's
+    persistence) carries over and the few windows of a new regime only have to teach what changed -
+    how a drift retrain learns a heatwave from a few days of it. Raises ValueError when there are fewer
+    than MIN_TRAIN_WINDOWS train windows (the caller turns that into a skip reason rather than a failed
+    run) or when `init` does not fit the set's window shape.
     """
     import torch
 
     config = config or GRUConfig()
-    X_tr, y_tr, X_va, y_va, validation_source = _split_for_training(training_set)
+    if init is not None and (init.lookback, init.horizon) != (training_set.lookback, training_set.horizon):
+        raise ValueError(f"cannot fine-tune a GRU of lookback {init.lookback}, horizon {init.horizon} on windows "
+                         f"of lookback {training_set.lookback}, horizon {training_set.horizon}")
+    if init is not None:
+        config = replace(config, hidden=init.config.hidden, layers=init.config.layers)
+    scaler = None if init is None else (init.mean, init.std)
+    X_tr, y_tr, X_va, y_va, validation_source = _split_for_training(training_set, scaler)
 
     previous_threads = torch.get_num_threads()
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
@@ -233,6 +252,8 @@ def train_gru(training_set: TrainingSet, config: GRUConfig | None = None) -> Tra
         torch.manual_seed(config.seed)
         generator = torch.Generator().manual_seed(config.seed)
         net = _network(training_set.lookback, training_set.horizon, config.hidden, config.layers)
+        if init is not None:
+            net.load_state_dict(init.state_dict)
         optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
         loss_fn = torch.nn.MSELoss()
         xt = torch.from_numpy(X_tr.astype(np.float32))
@@ -246,6 +267,10 @@ def train_gru(training_set: TrainingSet, config: GRUConfig | None = None) -> Tra
         best_epoch = 0
         since_best = 0
         stop_reason = "epochs"
+        if init is not None:  # epoch 0: the fine-tune keeps the starting weights unless an epoch does better
+            net.eval()
+            with torch.inference_mode():
+                best_loss = float(loss_fn(net(xv), yv))
         started = time.perf_counter()
         for epoch in range(1, config.epochs + 1):
             net.train()
@@ -285,8 +310,8 @@ def train_gru(training_set: TrainingSet, config: GRUConfig | None = None) -> Tra
         config=config,
         lookback=training_set.lookback,
         horizon=training_set.horizon,
-        mean=training_set.mean,
-        std=training_set.std,
+        mean=training_set.mean if init is None else init.mean,
+        std=training_set.std if init is None else init.std,
         history=history,
         best_epoch=best_epoch,
         train_seconds=train_seconds,

@@ -116,8 +116,8 @@ class RetrainPolicy:
     """
 
     cooldown_h: float = 168.0
-    min_post_onset_h: float = 72.0
-    pre_onset_days: float = 14.0
+    min_post_onset_h: float = 96.0
+    pre_onset_days: float = 7.0
 
 
 @dataclass(frozen=True)

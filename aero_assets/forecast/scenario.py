@@ -30,6 +30,7 @@ SCENARIO_START_NS = pd.Timestamp("2026-01-01").value
 class Champion:
     kind: str
     model: object
+    gru: object  # the GRU trained alongside (a fine-tune's starting point), whichever model won
     release_ts: int
     val_rmse: float
     reference: np.ndarray
@@ -60,19 +61,23 @@ class ScenarioResult:
 
 
 def train_champion(series: pd.Series, release_ts: int, *, start_ts: int | None = None, gru_epochs: int = 40,
-                   margin: float = 0.02, seed: int = 0) -> Champion | None:
-    """Train GRU and Prophet on `series` up to `release_ts` (from `start_ts`), release the better one if it beats
-    both baselines (the champion gate); None when the gate fails."""
+                   margin: float = 0.02, seed: int = 0, in_service: Champion | None = None) -> Champion | None:
+    """Train GRU and Prophet on `series` up to `release_ts` (from `start_ts`), release the better one if it passes
+    the champion gate (beats both baselines and the champion `in_service` on the test part); None when it fails."""
     from aero_assets.forecast.gru import GRUConfig, train_gru
     from aero_assets.forecast.prophet_forecaster import ProphetConfig, train_prophet
 
     window = series[(series.index <= release_ts) & (series.index >= (start_ts or series.index[0]))]
     ts = build_training_set(window, lookback=24, horizon=1)
-    gru = train_gru(ts, GRUConfig(epochs=gru_epochs, seed=seed))
-    prophet = train_prophet(ts, ProphetConfig())
-    models = {"gru": lambda X, t: gru.predict(X), "prophet": prophet.predict}
+    gru = train_gru(ts, GRUConfig(epochs=gru_epochs, seed=seed), init=None if in_service is None else in_service.gru)
+    models = {"gru": lambda X, t: gru.predict(X)}
+    try:
+        models["prophet"] = train_prophet(ts, ProphetConfig()).predict
+    except ValueError:  # too short a window for Prophet: the GRU (fine-tuned on a retrain) competes alone
+        pass
     X_te, _, t_te = ts.raw("test")
-    table = evaluation_table(ts, {k: f(X_te, t_te) for k, f in models.items()})
+    table = evaluation_table(ts, {k: f(X_te, t_te) for k, f in models.items()},
+                             in_service=None if in_service is None else in_service.model(X_te, t_te))
     decision = release_decision(table, margin=margin)
     if not decision.released:
         return None
@@ -80,7 +85,7 @@ def train_champion(series: pd.Series, release_ts: int, *, start_ts: int | None =
     X_va, y_va, t_va = ts.raw("validation")
     val_rmse = metrics(y_va, models[kind](X_va, t_va))["rmse"]
     _, y_tr, _ = ts.raw("train")
-    return Champion(kind, models[kind], int(window.index[-1]), float(val_rmse), y_tr[:, 0], table)
+    return Champion(kind, models[kind], gru, int(window.index[-1]), float(val_rmse), y_tr[:, 0], table)
 
 
 def _rmse(champion: Champion, series: pd.Series, start_ns: int, end_ns: int) -> float:
@@ -130,7 +135,8 @@ def run_scenario(mode: str, seed: int, *, history_days: float = 60.0, monitor_da
         start = retrain_decision({**drift.summary(), "last_ts": decision_ts}, last_retrain, policy).train_start_ts
         last_retrain = decision_ts
         result.retrain_ts.append(decision_ts)
-        new = train_champion(series, decision_ts, start_ts=start, gru_epochs=gru_epochs, seed=seed)
+        new = train_champion(series, decision_ts, start_ts=start, gru_epochs=gru_epochs, seed=seed,
+                             in_service=champion)
         if new is not None:
             if len(result.retrain_ts) == 1:  # the retrain's gain: both champions on the same post-retrain hours
                 stop = min(end_ts, truth["heatwave_end_ns"] or end_ts)

@@ -22,8 +22,8 @@ class ForecastSettings:
     release_margin: float = 0.02  # the champion's RMSE must be <= 98 % of each baseline's
     gru_epochs: int = 40
     retrain_cooldown_h: float = 168.0  # station hours after a drift retrain in which drift asks for none
-    retrain_min_post_onset_h: float = 72.0  # post-onset hours a drift retrain waits for
-    retrain_pre_onset_days: float = 14.0  # history before the onset kept in a drift retrain's window
+    retrain_min_post_onset_h: float = 96.0  # post-onset hours a drift retrain waits for
+    retrain_pre_onset_days: float = 7.0  # history before the onset kept in a drift retrain's window
     recent_window_h: int = 48  # hours of inputs compared with the training reference (PSI, KS)
 
 
