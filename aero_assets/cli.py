@@ -170,6 +170,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         figures = bench_f1(laps=args.laps, input_path=Path(args.input) if args.input else None,
                            sim_laps=args.sim_laps)
+    elif args.name == "forecast":
+        from aero_assets.bench.forecast import bench_forecast
+
+        figures = bench_forecast(seeds=args.seeds)
     else:  # argparse restricts choices; later issues add benchmarks here
         raise SystemExit(f"unknown benchmark {args.name}")
     print(json.dumps(figures))
@@ -385,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_demo)
 
     be = sub.add_parser("bench", help="measure Aero against its baseline; last line is JSON")
-    be.add_argument("name", choices=["ingest", "qc", "windtunnel", "tires", "f1", "rig"])
+    be.add_argument("name", choices=["ingest", "qc", "windtunnel", "tires", "f1", "rig", "forecast"])
     be.add_argument("--samples", type=int, default=5_000_000, help="ingest: samples landed by Aero")
     be.add_argument("--baseline-samples", type=int, default=200_000, help="ingest: samples landed by the baseline")
     be.add_argument("--runs", type=int, default=40, help="qc: simulated runs scored")
@@ -399,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--laps", type=_positive_int, default=5000, help="f1: laps in the summary benchmark's file")
     be.add_argument("--sim-laps", type=_positive_int, default=20, help="f1: laps the simulator publishes (fast)")
     be.add_argument("--rows", type=_positive_int, default=10_000_000, help="rig: simulated readings processed")
+    be.add_argument("--seeds", type=_positive_int, default=6,
+                    help="forecast: simulated calm and heatwave stations (one of each per seed)")
     be.set_defaults(fn=cmd_bench)
     return p
 

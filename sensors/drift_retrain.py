@@ -30,17 +30,19 @@ TAG_LIMIT = 255  # Dagster run tag values are short strings
 class DriftCursor:
     after_id: int = 0
     retrained_at: dict[str, int] = field(default_factory=dict)  # station -> station time of the last drift retrain
+    onsets: dict[str, list[int]] = field(default_factory=dict)  # station -> onsets retrained for (newest 20)
 
     @classmethod
     def load(cls, raw: str | None) -> DriftCursor:
         try:
             obj = json.loads(raw or "{}")
-            return cls(int(obj.get("after_id", 0)), {str(k): int(v) for k, v in obj.get("retrained_at", {}).items()})
+            return cls(int(obj.get("after_id", 0)), {str(k): int(v) for k, v in obj.get("retrained_at", {}).items()},
+                       {str(k): [int(o) for o in v][-20:] for k, v in obj.get("onsets", {}).items()})
         except (ValueError, TypeError, AttributeError):
             return cls()
 
     def dump(self) -> str:
-        return json.dumps({"after_id": self.after_id, "retrained_at": self.retrained_at})
+        return json.dumps({"after_id": self.after_id, "retrained_at": self.retrained_at, "onsets": self.onsets})
 
 
 def _iso(ns) -> str:
@@ -87,9 +89,10 @@ def build_drift_retrain_sensor(policy: RetrainPolicy, minimum_interval_seconds: 
         cursor.after_id = newest
         requests, notes = [], []
         for station, summary in sorted(verdicts.items()):
-            decision = retrain_decision(summary, cursor.retrained_at.get(station), policy)
+            decision = retrain_decision(summary, cursor.retrained_at.get(station), policy,
+                                        cursor.onsets.get(station, []))
             if decision.action != "retrain":
-                if decision.action != "none":
+                if decision.action not in ("none", "done"):
                     notes.append(f"{station}: {decision.action} ({decision.reason})")
                 continue
             if runs_for(context.instance, station, "training", IN_FLIGHT):
@@ -97,6 +100,7 @@ def build_drift_retrain_sensor(policy: RetrainPolicy, minimum_interval_seconds: 
                 continue
             cursor.retrained_at[station] = int(summary["last_ts"])
             onset = summary.get("onset_ts")
+            cursor.onsets[station] = [*cursor.onsets.get(station, []), int(onset or summary["last_ts"])][-20:]
             post_h = (int(summary["last_ts"]) - int(onset or summary["last_ts"])) / HOUR
             tags = {"aero/trigger": "drift", "aero/station": station, "aero/chain": "training",
                     "aero/drift_reason": decision.reason[:TAG_LIMIT], "aero/drift_onset": _iso(onset),

@@ -128,6 +128,7 @@ def test_a_heatwave_fails_the_drift_check_and_the_sensor_retrains_that_station_o
     assert train_from == summary["onset_ts"] - 7 * NS_PER_DAY
     assert request.run_config["ops"]["forecast__gru_model"]["config"]["fine_tune"] is True
     assert DriftCursor.load(retrain.cursor).retrained_at == {"hw": summary["last_ts"]}
+    assert DriftCursor.load(retrain.cursor).onsets == {"hw": [summary["onset_ts"]]}
     # a second look at the same (still failing) verdicts asks for nothing: one episode, one retrain
     again = _tick(retrain_sensor, instance, defs, retrain.cursor)
     assert not again.run_requests

@@ -127,12 +127,25 @@ class RetrainDecision:
     train_start_ts: int | None = None
 
 
-def retrain_decision(summary: dict, last_retrain_ts: int | None, policy: RetrainPolicy) -> RetrainDecision:
-    """What a drift verdict (`StationDrift.summary()`) asks for, given the station time of the last drift retrain."""
+SAME_EPISODE_H = 24  # two onset estimates this close are one drift episode
+
+
+def retrain_decision(summary: dict, last_retrain_ts: int | None, policy: RetrainPolicy,
+                     retrained_onsets: tuple[int, ...] | list[int] = ()) -> RetrainDecision:
+    """What a drift verdict (`StationDrift.summary()`) asks for, given the station time of the last drift retrain
+    and the onsets already retrained for.
+
+    An episode is retrained for once: if that retrain's candidate failed the gate, the old champion keeps
+    reporting the same onset, and retraining on the same evidence again would not change the verdict (the
+    weekly routine retrain still runs). A later change - the heatwave ending - is a new episode.
+    """
     if not summary.get("drifted"):
         return RetrainDecision("none", "no drift")
     last_ts, onset_ts = int(summary["last_ts"]), summary.get("onset_ts")
     onset_ts = int(onset_ts if onset_ts is not None else summary.get("alarm_ts") or last_ts)
+    if any(abs(onset_ts - int(o)) <= SAME_EPISODE_H * NS_PER_HOUR for o in retrained_onsets):
+        return RetrainDecision("done", f"the episode from {pd.Timestamp(onset_ts, tz='UTC'):%Y-%m-%d %H:%M} was "
+                                       "retrained for already")
     if last_retrain_ts is not None:
         since = (last_ts - int(last_retrain_ts)) / NS_PER_HOUR
         if since < policy.cooldown_h:

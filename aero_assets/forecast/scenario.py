@@ -113,6 +113,7 @@ def run_scenario(mode: str, seed: int, *, history_days: float = 60.0, monitor_da
     result = ScenarioResult(mode, seed, truth["heatwave_start_ns"], None, champion_kinds=[champion.kind],
                             first_table=champion.table)
     last_retrain: int | None = None
+    onsets: list[int] = []
     now = release_ts
     while now < end_ts:
         visible = series[series.index <= end_ts]
@@ -127,19 +128,22 @@ def run_scenario(mode: str, seed: int, *, history_days: float = 60.0, monitor_da
         decision_ts = None
         for hour in range(drift.alarm_ts, end_ts + 1, NS_PER_HOUR):
             summary = {**drift.summary(), "last_ts": hour}
-            if retrain_decision(summary, last_retrain, policy).action == "retrain":
+            if retrain_decision(summary, last_retrain, policy, onsets).action == "retrain":
                 decision_ts = hour
                 break
         if decision_ts is None:
             break
-        start = retrain_decision({**drift.summary(), "last_ts": decision_ts}, last_retrain, policy).train_start_ts
+        start = retrain_decision({**drift.summary(), "last_ts": decision_ts}, last_retrain, policy,
+                                 onsets).train_start_ts
         last_retrain = decision_ts
+        onsets.append(drift.onset_ts)
         result.retrain_ts.append(decision_ts)
         new = train_champion(series, decision_ts, start_ts=start, gru_epochs=gru_epochs, seed=seed,
                              in_service=champion)
         if new is not None:
-            if len(result.retrain_ts) == 1:  # the retrain's gain: both champions on the same post-retrain hours
-                stop = min(end_ts, truth["heatwave_end_ns"] or end_ts)
+            stop = min(end_ts, truth["heatwave_end_ns"] or end_ts)
+            # the first retrain's gain: both champions on the same post-retrain hours of the new regime (12 h at least)
+            if len(result.retrain_ts) == 1 and stop - decision_ts >= 12 * NS_PER_HOUR:
                 result.old_rmse_after_retrain = _rmse(first, series, decision_ts, stop)
                 result.new_rmse_after_retrain = _rmse(new, series, decision_ts, stop)
             champion = new
