@@ -136,7 +136,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     return run_demo(load_settings(), ui_port=args.port, runs=args.runs, duration_s=args.duration,
                     interval_s=args.interval, fault_rate=args.fault_rate, reuse_broker=args.reuse_broker,
-                    vehicles=args.vehicles, f1_laps=args.f1_laps, rigs=args.rigs)
+                    vehicles=args.vehicles, f1_laps=args.f1_laps, rigs=args.rigs, weather_speed=args.weather_speed)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -386,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--vehicles", type=int, default=20, help="tire fleet size (0: no tire fleet)")
     d.add_argument("--f1-laps", type=int, default=10, help="flying laps per F1 session at real time (0: no car)")
     d.add_argument("--rigs", type=int, default=2, help="simulated propulsion rigs (0: none, and no CSV)")
+    d.add_argument("--weather-speed", type=float, default=1800.0,
+                   help="simulated weather time per real second (1800: an hour every 2 s; 0: no weather stations)")
     d.set_defaults(fn=cmd_demo)
 
     be = sub.add_parser("bench", help="measure Aero against its baseline; last line is JSON")

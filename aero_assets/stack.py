@@ -240,9 +240,37 @@ def start_rigs(settings: Settings, kafka: KafkaResource, rigs: int, stop: thread
     return thread
 
 
+DEMO_WEATHER_HISTORY_DAYS = 60.0
+DEMO_HEATWAVE_AFTER_DAYS = 2.0  # simulated days of calm after the history before the heatwave starts
+DEMO_WEATHER_SEEDS = {"calm": 104, "heatwave": 4}  # checked with forecast.scenario: detected in 7 h, retrain released
+
+
+def start_weather(settings: Settings, kafka: KafkaResource, speed: float, stop: threading.Event) -> dict[str, int]:
+    """The forecast side of the demo: a calm NOAA-like station and a temperature-only station whose heatwave
+    starts two simulated days after their 60 days of history, both `speed` times faster than real time."""
+    from aero_assets.simulators.weather_publish import simulate_weather
+
+    hour = 3_600_000_000_000
+    start = (time.time_ns() - round(DEMO_WEATHER_HISTORY_DAYS * 24) * hour) // hour * hour
+    onset = start + round((DEMO_WEATHER_HISTORY_DAYS + DEMO_HEATWAVE_AFTER_DAYS) * 24) * hour
+    stations = {"calm-01": ("calm", None), "heat-01": ("heatwave", onset)}
+
+    def run(station: str, mode: str, heatwave_start: int | None) -> None:
+        try:
+            simulate_weather(settings, station, mode=mode, heatwave_start_ns=heatwave_start, speed=speed,
+                             days=DEMO_WEATHER_HISTORY_DAYS + 56, seed=DEMO_WEATHER_SEEDS[mode], start=start,
+                             history_days=DEMO_WEATHER_HISTORY_DAYS, kafka=kafka, progress=False, stop=stop)
+        except Exception as exc:  # the other domains go on; say why the station stopped
+            print(f"aero demo: the weather station {station} stopped: {exc}", file=sys.stderr, flush=True)
+
+    for station, (mode, heatwave_start) in stations.items():
+        threading.Thread(target=run, args=(station, mode, heatwave_start), name=station, daemon=True).start()
+    return {"start_ns": start, "onset_ns": onset}
+
+
 def run_demo(settings: Settings, *, ui_port: int, runs: int, duration_s: float, interval_s: float,
              fault_rate: float, reuse_broker: bool = False, vehicles: int = 20, f1_laps: int = 10,
-             rigs: int = 2) -> int:
+             rigs: int = 2, weather_speed: float = 1800.0) -> int:
     stop = stop_event()
     if port_is_open("127.0.0.1", ui_port):
         print(f"aero demo: port {ui_port} is already in use (a Dagster UI left from an earlier demo?). "
@@ -297,6 +325,16 @@ def run_demo(settings: Settings, *, ui_port: int, runs: int, duration_s: float, 
                   f"then every 6 minutes) and a CSV of rig-{rigs + 1:02d} is in {settings.home / 'inbox' / 'rig'}; "
                   "clean readings, anomalies and KPIs per day appear by themselves (Catalog > rig). Drop more CSVs "
                   "there (header timestamp,temperature,pressure,uptime).", flush=True)
+        if weather_speed:
+            times = start_weather(settings, kafka, weather_speed, stop)
+            wall_to_onset = DEMO_HEATWAVE_AFTER_DAYS * 86_400 / weather_speed
+            print(f"aero demo: weather stations calm-01 and heat-01 publish to {settings.topics.weather_observations} "
+                  f"({DEMO_WEATHER_HISTORY_DAYS:g} days of history, then {weather_speed:g}x real time); each gets a "
+                  "champion forecaster (Catalog > forecast). heat-01's heatwave starts at simulated "
+                  f"{datetime.fromtimestamp(times['onset_ns'] / 1e9, UTC):%Y-%m-%d %H:%M} UTC, about "
+                  f"{wall_to_onset / 60:.0f} min from now: its drift check fails within a simulated day and "
+                  "drift_retrain_sensor retrains it by itself a few simulated days later (Runs, tag "
+                  "aero/trigger=drift); calm-01 never retrains.", flush=True)
         next_at = time.monotonic()
         batch = runs
         session = f"wt-{datetime.now(UTC):%Y%m%d-%H%M%S}"

@@ -179,3 +179,42 @@ def test_the_daemon_lands_a_dropped_csv_and_its_day_by_itself(tmp_path, broker):
     import pyarrow.parquet as pq
     kpi = pq.read_table(home / "lake" / "rig" / "kpis" / "day=2026-11-29" / "data.parquet").to_pylist()
     assert [(r["rig_id"], r["readings"]) for r in kpi] == [("rig-21", 30)]
+
+
+def test_the_daemon_trains_monitors_and_retrains_a_drifting_station_by_itself(tmp_path, broker, kafka):
+    """Three calm weeks of a heatwave station and a calm one land; the daemon trains both and releases champions.
+    The next week (the heatwave starts a day into it) lands; the heatwave station's drift check fails and
+    drift_retrain_sensor launches a retrain tagged with its reason, which releases a new champion. The calm
+    station is monitored and never retrained."""
+    from aero_assets.forecast.assets import released_champion
+    from resources import LakeResource
+    from tests.test_forecast_drift_loop import RELEASE_DAYS, START, _publish, _stations
+
+    home, dagster_home, env = _stack(tmp_path, broker, AERO_FORECAST_GRU_EPOCHS="2",
+                                     AERO_FORECAST_MIN_HISTORY_H="72", AERO_WEATHER_LANDING_MAX_WAIT_S="1",
+                                     MLFLOW_TRACKING_URI="http://127.0.0.1:9")
+    lake = LakeResource(root=str(home / "lake"))
+    frame, _ = _stations()
+    release_ts = START + RELEASE_DAYS * 86_400_000_000_000
+    _publish(kafka, "weather.observations", frame[frame["ts"] < release_ts])
+
+    with _running_daemon(tmp_path, env, dagster_home) as instance:
+        wait_for(lambda: released_champion(lake, "hw") and released_champion(lake, "calm"), timeout=300,
+                 interval=1.0, what="the daemon to land the history and release both champions")
+        first = released_champion(lake, "hw")
+        _publish(kafka, "weather.observations", frame[frame["ts"] >= release_ts])
+
+        def retrained():
+            current = released_champion(lake, "hw")
+            return current if current and current["trigger"] == "drift" else None
+
+        current = wait_for(retrained, timeout=420, interval=1.0,
+                           what="the drift check to fail and the sensor to release a retrained champion")
+        runs = instance.get_run_records(dg.RunsFilter(tags={"aero/trigger": "drift"}))
+        assert [r.dagster_run.tags["aero/station"] for r in runs] == ["hw"]
+        tags = runs[0].dagster_run.tags
+        assert tags["dagster/sensor_name"] == "drift_retrain_sensor" and "CUSUM" in tags["aero/drift_reason"]
+        assert current["version"] != first["version"] and "CUSUM" in current["drift_reason"]
+        calm_runs = instance.get_run_records(dg.RunsFilter(tags={"aero/station": "calm", "aero/chain": "training"}))
+        assert [r.dagster_run.tags["aero/trigger"] for r in calm_runs] == ["new-station"]
+        assert released_champion(lake, "calm")["trigger"] == "new-station"

@@ -96,13 +96,13 @@ def _rmse(champion: Champion, series: pd.Series, start_ns: int, end_ns: int) -> 
 def run_scenario(mode: str, seed: int, *, history_days: float = 60.0, monitor_days: float = 28.0,
                  onset_after_release_days: float = 5.0, gru_epochs: int = 40,
                  thresholds: DriftThresholds | None = None, policy: RetrainPolicy | None = None,
-                 recent_window_h: int = 48) -> ScenarioResult:
+                 recent_window_h: int = 48, start_ns: int = SCENARIO_START_NS) -> ScenarioResult:
     """One station: a champion trained on `history_days`, then `monitor_days` of monitoring (a heatwave
     `onset_after_release_days` into them in heatwave mode), with every retrain the policy asks for."""
     policy = policy or RetrainPolicy()
-    release_ts = SCENARIO_START_NS + round(history_days * NS_PER_DAY) - NS_PER_HOUR
+    release_ts = start_ns + round(history_days * NS_PER_DAY) - NS_PER_HOUR
     onset = release_ts + NS_PER_HOUR + round(onset_after_release_days * NS_PER_DAY) if mode == "heatwave" else None
-    readings, truth = simulate_station(mode, SCENARIO_START_NS, history_days + monitor_days, mode=mode,
+    readings, truth = simulate_station(mode, start_ns, history_days + monitor_days, mode=mode,
                                        heatwave_start_ns=onset, seed=seed)
     series = station_series(hourly(readings), mode)
     end_ts = int(series.index[-1])
