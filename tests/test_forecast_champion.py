@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from aero_assets.forecast.baselines import persistence
-from aero_assets.forecast.champion import evaluation_table, one_step_forecasts, release_decision
+from aero_assets.forecast.champion import evaluation_table, next_horizon, one_step_forecasts, release_decision
 from aero_assets.forecast.dataset import NS_PER_HOUR, build_training_set, hourly, station_series
 from aero_assets.forecast.simulate import simulate_station
 
@@ -83,3 +83,22 @@ def test_replay_forecasts_every_hour_after_the_start_and_the_next_unobserved_one
     assert np.isnan(out["actual"].iloc[-1]) and out["forecast"].iloc[-1] == 71.0
     first = out.iloc[0]
     assert first["forecast"] == 23.0 and first["actual"] == 24.0 and first["error"] == 1.0
+
+
+def test_a_24_hour_champion_is_replayed_on_its_first_hour_and_forecasts_the_whole_next_horizon():
+    """A horizon-24 model is asked for (n, 24) targets (Prophet checks the shape), scored on its first hour,
+    and gives the next 24 hours after the last observation; a gap in the last day gives no next horizon."""
+    ts = START + np.arange(72, dtype=np.int64) * NS_PER_HOUR
+    series = pd.Series(np.arange(72, dtype=float), index=ts)
+
+    def drift_up(X, target_ts):
+        assert target_ts.shape == (len(X), 24) and (np.diff(target_ts, axis=1) == NS_PER_HOUR).all()
+        return X[:, -1:] + np.arange(1, 25, dtype=float)[None, :]
+
+    out = one_step_forecasts(drift_up, series, start_ns=int(ts[23]), lookback=24, horizon=24)
+    assert (out["error"].dropna() == 0.0).all()  # the first hour of each forecast is exact here
+    ahead = next_horizon(drift_up, series, lookback=24, horizon=24)
+    assert list(ahead["target_ts"]) == [int(ts[-1]) + k * NS_PER_HOUR for k in range(1, 25)]
+    assert list(ahead["forecast"]) == [71.0 + k for k in range(1, 25)]
+    series.iloc[-3] = np.nan
+    assert next_horizon(drift_up, series, lookback=24, horizon=24).empty

@@ -22,6 +22,7 @@ from aero_assets.keys import (
     DRIFT_REPORT,
     FORECAST_MONITOR_CHAIN,
     FORECAST_TRAINING_CHAIN,
+    PREDICTIONS,
     WEATHER_OBSERVATIONS,
     forecast_stations,
 )
@@ -186,5 +187,7 @@ def test_drift_check_metadata_and_report_file_say_why(settings, kafka, lake, ins
     assert meta["plot"].value.startswith("![plot](data:image/png;base64,")
     report = json.loads((station_dir(lake, DRIFT_REPORT, "hw") / "drift_report.json").read_text())
     assert report["drifted"] and report["thresholds"]["cusum_k"] == 3.5 and report["psi"] > 0.2
+    ahead = json.loads((station_dir(lake, PREDICTIONS, "hw") / "next_horizon.json").read_text())
+    assert len(ahead["forecasts"]) == 1 and ahead["forecasts"][0]["target"] > meta["alarm"].value  # the next hour
     record = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(DRIFT_REPORT, DRIFT_CHECK))
     assert record is not None and record.event.dagster_event.event_specific_data.metadata["station"].value == "hw"

@@ -120,11 +120,12 @@ def release_decision(table: pd.DataFrame, margin: float = 0.02) -> ReleaseDecisi
 
 
 def one_step_forecasts(predict: Callable[[np.ndarray, np.ndarray], np.ndarray], series: pd.Series,
-                       start_ns: int, lookback: int) -> pd.DataFrame:
+                       start_ns: int, lookback: int, horizon: int = 1) -> pd.DataFrame:
     """Forecasts of every hour after `start_ns` (and of the next, unobserved hour), joined with actuals.
 
     `series` is a regular hourly series (int-ns index, as from `dataset.station_series`);
-    `predict(X_raw, target_ts)` returns (n, >=1) degC forecasts, the first column being one hour ahead.
+    `predict(X_raw, target_ts)` returns (n, horizon) degC forecasts for target_ts (n, horizon), the first
+    column being one hour ahead (a 24-hour model is scored here on its first hour).
     An hour whose inputs hold a NaN (a long gap) gets no forecast. Returns target_ts, forecast,
     actual (NaN for the future hour) and error (actual - forecast).
     """
@@ -140,7 +141,23 @@ def one_step_forecasts(predict: Callable[[np.ndarray, np.ndarray], np.ndarray], 
     keep = (target_ts > start_ns) & np.isfinite(windows).all(axis=1)
     forecast = np.full(int(keep.sum()), np.nan)
     if keep.any():
-        forecast = np.asarray(predict(windows[keep], target_ts[keep].reshape(-1, 1)), dtype=float)[:, 0]
+        steps = target_ts[keep][:, None] + np.arange(horizon, dtype=np.int64)[None, :] * NS_PER_HOUR
+        forecast = np.asarray(predict(windows[keep], steps), dtype=float)[:, 0]
     out = pd.DataFrame({"target_ts": target_ts[keep], "forecast": forecast, "actual": actual[keep]})
     out["error"] = out["actual"] - out["forecast"]
     return out[columns]
+
+
+def next_horizon(predict: Callable[[np.ndarray, np.ndarray], np.ndarray], series: pd.Series, lookback: int,
+                 horizon: int) -> pd.DataFrame:
+    """The forecast of every hour of the next horizon after the last observation (target_ts, forecast).
+
+    Empty when the last `lookback` hours hold a gap (no honest forecast can be made from them).
+    """
+    series = series.sort_index()
+    values = series.to_numpy(dtype=float)[-lookback:]
+    if len(values) < lookback or not np.isfinite(values).all():
+        return pd.DataFrame({"target_ts": pd.Series(dtype=np.int64), "forecast": pd.Series(dtype=float)})
+    steps = int(series.index[-1]) + np.arange(1, horizon + 1, dtype=np.int64) * NS_PER_HOUR
+    forecast = np.asarray(predict(values[None, :], steps[None, :]), dtype=float)[0]
+    return pd.DataFrame({"target_ts": steps, "forecast": forecast})

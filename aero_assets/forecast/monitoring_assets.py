@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from aero_assets.forecast.assets import load_model, released_champion, station_dir
 from aero_assets.forecast.baselines import metrics
-from aero_assets.forecast.champion import one_step_forecasts
+from aero_assets.forecast.champion import next_horizon, one_step_forecasts
 from aero_assets.forecast.dataset import NS_PER_HOUR, hourly, station_series
 from aero_assets.forecast.drift import DriftThresholds
 from aero_assets.forecast.monitor import StationDrift, detector_curves, monitor_station
@@ -136,15 +136,20 @@ def build_monitor_assets(settings: ForecastSettings) -> list:
         for version, why in loaded.skipped:
             context.log.warning(f"{champion['kind']} {version} of {station} could not be loaded ({why}); "
                                 f"forecasting with {loaded.version} instead")
-        lookback = int(loaded.metadata.get("lookback", 24))
+        lookback, horizon = int(loaded.metadata.get("lookback", 24)), int(loaded.metadata.get("horizon", 1))
         series = station_hourly(lake, station)
-        preds = one_step_forecasts(loaded.value.predict, series, int(champion["data_last_ts"]), lookback)
+        preds = one_step_forecasts(loaded.value.predict, series, int(champion["data_last_ts"]), lookback, horizon)
+        ahead = next_horizon(loaded.value.predict, series, lookback, horizon)
         folder = station_dir(lake, PREDICTIONS, station)
         table = pa.table({"target_ts": pa.array(preds["target_ts"].to_numpy(np.int64)),
                           **{c: pa.array(preds[c].to_numpy(float)) for c in PREDICTION_COLUMNS[1:]},
                           "model": pa.array([champion["kind"]] * len(preds), pa.string()),
                           "version": pa.array([loaded.version] * len(preds), pa.string())})
         write_parquet_atomic(table, folder / "predictions.parquet")
+        write_bytes_atomic(folder / "next_horizon.json", json.dumps(
+            {"station": station, "model": champion["kind"], "version": loaded.version,
+             "forecasts": [{"target": _iso(t), "forecast_c": round(float(v), 3)}
+                           for t, v in zip(ahead["target_ts"], ahead["forecast"], strict=True)]}).encode())
         scored = preds.dropna(subset=["error"])
         score = metrics(scored["actual"].to_numpy(), scored["forecast"].to_numpy())
         upcoming = preds[preds["actual"].isna()].tail(1)
@@ -155,6 +160,9 @@ def build_monitor_assets(settings: ForecastSettings) -> list:
             "val_rmse_at_release": float(champion.get("val_rmse") or float("nan")),
             "next_forecast_ts": _iso(upcoming["target_ts"].iloc[0]) if len(upcoming) else "",
             "next_forecast_c": float(upcoming["forecast"].iloc[0]) if len(upcoming) else float("nan"),
+            "next_horizon": dg.MetadataValue.json(
+                [{"target": _iso(t), "forecast_c": round(float(v), 3)}
+                 for t, v in zip(ahead["target_ts"], ahead["forecast"], strict=True)]),
             "dagster/row_count": len(preds),
             "plot": _predictions_plot(station, preds, {}) if len(preds) else dg.MetadataValue.text("no forecasts")})
 
