@@ -59,13 +59,34 @@ def load_training_set(lake: LakeResource, station: str) -> tuple[TrainingSet, di
     return training_set, json.loads((folder / "training_set.json").read_text())
 
 
-def released_champion(lake: LakeResource, station: str) -> dict | None:
-    """The champion in service for a station ({kind, version, ...}), or None before the first release."""
+CHAMPION_FIELDS = ("kind", "version", "data_first_ts", "data_last_ts")  # what serving and monitoring read
+
+
+def read_release_state(lake: LakeResource, station: str) -> dict:
+    """released.json ({current, history}), or an empty state when it is missing or damaged.
+
+    Writes are atomic, but a file copied in by hand, a full disk or a bad restore can still leave
+    garbage; the weather sensor reads this for every station it touches and the gate rewrites it,
+    so a damaged file must read as "no champion" (the next release repairs it), never raise.
+    """
     path = station_dir(lake, CHAMPION_MODEL, station) / "released.json"
     try:
-        return json.loads(path.read_text())["current"]
-    except (FileNotFoundError, KeyError, json.JSONDecodeError):
-        return None
+        state = json.loads(path.read_bytes())
+    except (OSError, ValueError):  # missing, unreadable, not UTF-8 (UnicodeDecodeError), not JSON
+        return {"current": None, "history": []}
+    if not isinstance(state, dict):
+        return {"current": None, "history": []}
+    current = state.get("current")
+    usable = isinstance(current, dict) and all(current.get(f) is not None for f in CHAMPION_FIELDS)
+    history = state.get("history")
+    return {"current": current if usable else None,
+            "history": [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []}
+
+
+def released_champion(lake: LakeResource, station: str) -> dict | None:
+    """The champion in service for a station ({kind, version, ...}), or None before the first release
+    (or when released.json is damaged: see `read_release_state`)."""
+    return read_release_state(lake, station)["current"]
 
 
 def _forecast_plot(title: str, target_ts: np.ndarray, actual: np.ndarray, forecasts: dict[str, np.ndarray]):
@@ -329,7 +350,9 @@ def build_training_assets(settings: ForecastSettings) -> list:
         folder = station_dir(lake, CHAMPION_MODEL, station)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "released.json"
-        state = json.loads(path.read_text()) if path.exists() else {"current": None, "history": []}
+        state = read_release_state(lake, station)
+        if path.exists() and state["current"] is None:
+            context.log.warning(f"{path} is damaged or holds no usable champion; treated as no champion in service")
         previous = state.get("current")
         ts_meta = json.loads((station_dir(lake, TRAINING_SET, station) / "training_set.json").read_text())
         if decision.released:
