@@ -132,7 +132,12 @@ def build_monitor_assets(settings: ForecastSettings) -> list:
         if champion is None:
             return _skip(context, PREDICTIONS, station, f"station {station} has no released champion yet: nothing "
                                                         "to forecast with (the training chain releases one)")
-        loaded = load_model(model_store, champion["kind"], station, version=champion["version"])
+        try:
+            loaded = load_model(model_store, champion["kind"], station, version=champion["version"])
+        except LookupError as exc:  # deleted from the store, or it and every older version damaged: say which
+            return _skip(context, PREDICTIONS, station, f"the champion of {station}, {champion['kind']} "
+                                                        f"{champion['version']}, cannot be loaded ({exc}); no "
+                                                        "forecasts until a retrain releases a new one")
         for version, why in loaded.skipped:
             context.log.warning(f"{champion['kind']} {version} of {station} could not be loaded ({why}); "
                                 f"forecasting with {loaded.version} instead")
