@@ -83,6 +83,18 @@ def read_release_state(lake: LakeResource, station: str) -> dict:
             "history": [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []}
 
 
+def _config_time(value: str, field: str) -> pd.Timestamp:
+    """A run config time, or a Failure naming the field (pandas alone says only "could not convert string")."""
+    try:
+        when = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        when = None
+    if when is None or pd.isna(when):
+        raise dg.Failure(description=f"training_set config `{field}` must be an ISO time such as "
+                                     f"2026-05-01T00:00:00Z, not {value!r}")
+    return when
+
+
 def released_champion(lake: LakeResource, station: str) -> dict | None:
     """The champion in service for a station ({kind, version, ...}), or None before the first release
     (or when released.json is damaged: see `read_release_state`)."""
@@ -143,14 +155,15 @@ def build_training_assets(settings: ForecastSettings) -> list:
         from aero_assets.forecast.observations import read_observations
 
         station = context.partition_key
+        start_limit = _config_time(config.start, "start") if config.start else None  # before any data is read
         readings = read_observations(lake.path, station=station)
         frame = hourly(readings)
         series = station_series(frame, station) if not frame.empty else pd.Series(dtype=float)
         if len(series):
             end_ns = int(series.index[-1])
             start_ns = end_ns - int(config.max_history_days * 24) * NS_PER_HOUR
-            if config.start:
-                start_ns = max(start_ns, int(pd.Timestamp(config.start).value))  # .value is UTC ns, tz or not
+            if start_limit is not None:
+                start_ns = max(start_ns, int(start_limit.value))  # .value is UTC ns, tz or not
             series = series[series.index >= start_ns]
         observed = int(series.notna().sum())
         if observed < config.min_history_h:
