@@ -38,8 +38,8 @@ class DriftCursor:
             obj = json.loads(raw or "{}")
             return cls(int(obj.get("after_id", 0)), {str(k): int(v) for k, v in obj.get("retrained_at", {}).items()},
                        {str(k): [int(o) for o in v][-20:] for k, v in obj.get("onsets", {}).items()})
-        except (ValueError, TypeError, AttributeError):
-            return cls()
+        except (ValueError, TypeError, AttributeError, OverflowError):  # json.loads reads Infinity; int() of it
+            return cls()  # overflows, and a cursor that raises fails every tick
 
     def dump(self) -> str:
         return json.dumps({"after_id": self.after_id, "retrained_at": self.retrained_at, "onsets": self.onsets})

@@ -50,8 +50,8 @@ class WeatherCursor:
             return cls(int(obj.get("after_storage_id", 0)),
                        {str(k): int(v) for k, v in dict(obj.get("fresh_rows", {})).items()},
                        [str(s) for s in obj.get("asked", [])])
-        except (ValueError, TypeError, AttributeError):
-            return cls()
+        except (ValueError, TypeError, AttributeError, OverflowError):  # json.loads reads Infinity; int() of it
+            return cls()  # overflows, and a cursor that raises fails every tick
 
     def dump(self) -> str:
         return json.dumps({"after_storage_id": self.after_storage_id, "fresh_rows": self.fresh_rows,
