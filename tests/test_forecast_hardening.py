@@ -1,0 +1,205 @@
+"""Operator and attacker cases of the forecast monitoring loop that need no broker: damaged files, cursors, configs.
+
+Each test pins a way the loop broke before it was hardened (see the commit that added it).
+"""
+
+import json
+from types import SimpleNamespace
+
+import dagster as dg
+import pandas as pd
+import pytest
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+from aero_assets.forecast.assets import build_training_assets, released_champion, station_dir
+from aero_assets.forecast.monitoring_assets import build_monitor_assets
+from aero_assets.forecast.settings import ForecastSettings
+from aero_assets.keys import (
+    CHAMPION_MODEL,
+    FORECAST_MONITOR_CHAIN,
+    MODEL_EVALUATION,
+    PREDICTIONS,
+    TRAINING_SET,
+    forecast_stations,
+)
+from resources import LakeResource, ModelStoreResource
+from sensors.drift_retrain import DriftCursor, build_routine_retrain_schedule, latest_failed_checks
+from sensors.weather_observations import WeatherCursor
+
+HOUR = 3_600_000_000_000
+GOOD_CHAMPION = {"kind": "gru", "version": "v1", "station": "st", "data_first_ts": 0, "data_last_ts": 100 * HOUR,
+                 "val_rmse": 1.0}
+
+
+@pytest.fixture
+def lake(tmp_path) -> LakeResource:
+    return LakeResource(root=str(tmp_path / "lake"))
+
+
+@pytest.fixture
+def store(tmp_path) -> ModelStoreResource:
+    return ModelStoreResource(root=str(tmp_path / "models"))
+
+
+def _write_released(lake, station: str, raw: bytes) -> None:
+    folder = station_dir(lake, CHAMPION_MODEL, station)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "released.json").write_bytes(raw)
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"current": {"kind": "gru", "vers',  # half-written
+    b"\xff\xfe\x00garbage",  # not text at all
+    b"null",
+    b"[]",
+    b'{"current": "gru"}',
+    b'{"current": {"kind": "gru"}}',  # no version, no release window
+])
+def test_a_damaged_released_json_means_no_champion_and_never_raises(lake, raw):
+    """The weather sensor reads it for every touched station: one bad file must not stop landing for all."""
+    _write_released(lake, "st", raw)
+    assert released_champion(lake, "st") is None
+
+
+def test_a_whole_released_json_is_read(lake):
+    _write_released(lake, "st", json.dumps({"current": GOOD_CHAMPION, "history": [GOOD_CHAMPION]}).encode())
+    assert released_champion(lake, "st") == GOOD_CHAMPION
+
+
+def _evaluation_files(lake, station: str) -> None:
+    rows = [{"model": "gru", "rmse": 0.5, "mae": 0.4, "n": 10, "kind": "model"},
+            {"model": "persistence", "rmse": 1.0, "mae": 0.8, "n": 10, "kind": "baseline"},
+            {"model": "seasonal_naive", "rmse": 2.0, "mae": 1.6, "n": 10, "kind": "baseline"}]
+    for key, name, obj in [(MODEL_EVALUATION, "evaluation.json",
+                            {"station": station, "versions": {"gru": "v2"}, "val_rmse": {"gru": 0.5}, "table": rows}),
+                           (TRAINING_SET, "training_set.json", {"first_ts": 0, "last_ts": 200 * HOUR})]:
+        folder = station_dir(lake, key, station)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(json.dumps(obj))
+
+
+def test_the_champion_gate_releases_over_a_damaged_released_json(lake, store):
+    """A corrupt champion file used to fail every retrain at the gate, so the station could never be served again."""
+    _evaluation_files(lake, "st")
+    _write_released(lake, "st", b'{"current": {"kind": "gr')
+    defs = dg.Definitions(assets=build_training_assets(ForecastSettings()), resources={"lake": lake,
+                                                                                        "model_store": store})
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(forecast_stations.name, ["st"])
+        result = dg.materialize([defs.get_assets_def(CHAMPION_MODEL)], instance=instance, resources=defs.resources,
+                                partition_key="st", raise_on_error=False)
+    assert result.success
+    assert released_champion(lake, "st")["version"] == "v2"
+
+
+def test_predictions_skip_with_a_reason_when_the_champion_model_is_gone(lake, store):
+    """The champion's version deleted from the model store: the monitor run says so instead of failing."""
+    _write_released(lake, "st", json.dumps({"current": GOOD_CHAMPION, "history": []}).encode())
+    defs = dg.Definitions(assets=build_monitor_assets(ForecastSettings()), resources={"lake": lake,
+                                                                                       "model_store": store})
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(forecast_stations.name, ["st"])
+        result = dg.materialize([defs.get_assets_def(k) for k in FORECAST_MONITOR_CHAIN], instance=instance,
+                                resources=defs.resources, partition_key="st", raise_on_error=False)
+        assert result.success
+        observations = [e.event_specific_data.asset_observation for e in result.all_events
+                        if e.event_type_value == "ASSET_OBSERVATION"]
+    (skipped,) = [o for o in observations if o.asset_key == PREDICTIONS]
+    reason = skipped.metadata["skipped"].value
+    assert "v1" in reason and "gru" in reason
+
+
+def test_a_training_start_that_is_not_a_time_fails_naming_the_field(lake, store):
+    defs = dg.Definitions(assets=build_training_assets(ForecastSettings()), resources={"lake": lake,
+                                                                                        "model_store": store})
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(forecast_stations.name, ["st"])
+        result = dg.materialize([defs.get_assets_def(TRAINING_SET)], instance=instance, resources=defs.resources,
+                                partition_key="st", raise_on_error=False,
+                                run_config={"ops": {"forecast__training_set": {"config": {"start": "yesterday-ish"}}}})
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = str(failure.event_specific_data.error.message)
+    assert "start" in message and "yesterday-ish" in message
+
+
+@pytest.mark.parametrize("cls", [WeatherCursor, DriftCursor])
+@pytest.mark.parametrize("raw", ['{"after_storage_id": 12', '{"after_storage_id": Infinity, "after_id": Infinity}',
+                                 '{"after_id": 1e999, "after_storage_id": 1e999}', "null", "[1, 2]",
+                                 '{"fresh_rows": {"a": Infinity}, "retrained_at": {"a": -Infinity}}',
+                                 '{"onsets": {"a": [NaN]}, "fresh_rows": {"a": NaN}}'])
+def test_a_corrupted_cursor_starts_over_instead_of_crashing_every_tick(cls, raw):
+    assert cls.load(raw) == cls()
+
+
+def _record(rec_id: int, status, station: str, run_id: str = "r", drifted: bool = True, last_ts: int | None = 500):
+    summary = {"station": station, "drifted": drifted, "onset_ts": 100 * HOUR}
+    if last_ts is not None:
+        summary["last_ts"] = last_ts * HOUR
+    planned = status == AssetCheckExecutionRecordStatus.PLANNED
+    event = None if planned else SimpleNamespace(dagster_event=SimpleNamespace(
+        event_specific_data=SimpleNamespace(metadata={"summary": dg.MetadataValue.json(summary)})))
+    return SimpleNamespace(id=rec_id, status=status, event=event, partition=None, run_id=run_id)
+
+
+class _FakeInstance:
+    """The two instance calls `latest_failed_checks` makes, over a fixed history (newest first, as Dagster pages)."""
+
+    def __init__(self, records, finished_runs=()):
+        self.records = sorted(records, key=lambda r: -r.id)
+        self.finished = set(finished_runs)
+        self.event_log_storage = self
+
+    def get_asset_check_execution_history(self, key, limit, cursor=None, status=None, partition_filter=None):
+        return [r for r in self.records if cursor is None or r.id < cursor][:limit]
+
+    def get_run_by_id(self, run_id):
+        return SimpleNamespace(is_finished=run_id in self.finished)
+
+
+FAILED, PLANNED = AssetCheckExecutionRecordStatus.FAILED, AssetCheckExecutionRecordStatus.PLANNED
+
+
+def test_a_check_still_running_holds_the_cursor_so_its_verdict_is_not_skipped():
+    """Execution ids are given when a check is planned: a later station finishing first must not jump the cursor
+    past an earlier station's check still running (its verdict would never be read)."""
+    instance = _FakeInstance([_record(10, PLANNED, "slow", run_id="running"), _record(11, FAILED, "fast")])
+    newest, verdicts = latest_failed_checks(instance, 0)
+    assert set(verdicts) == {"fast"} and newest < 10
+    instance.records = [_record(11, FAILED, "fast"), _record(10, FAILED, "slow", run_id="running")]
+    newest, verdicts = latest_failed_checks(instance, newest)
+    assert set(verdicts) == {"fast", "slow"} and newest == 11
+
+
+def test_a_planned_check_of_a_finished_run_does_not_hold_the_cursor_forever():
+    instance = _FakeInstance([_record(10, PLANNED, "dead", run_id="crashed"), _record(11, FAILED, "fast")],
+                             finished_runs={"crashed"})
+    assert latest_failed_checks(instance, 0)[0] == 11
+
+
+def test_every_check_since_the_cursor_is_read_not_only_the_newest_page():
+    """More stations than one page of history between two ticks: the oldest of them were dropped."""
+    records = [_record(i, FAILED, f"st-{i:04d}") for i in range(1, 1201)]
+    newest, verdicts = latest_failed_checks(_FakeInstance(records), 0)
+    assert newest == 1200 and len(verdicts) == 1200
+
+
+def test_a_verdict_without_last_ts_is_ignored():
+    instance = _FakeInstance([_record(5, FAILED, "no-ts", last_ts=None), _record(6, FAILED, "ok")])
+    newest, verdicts = latest_failed_checks(instance, 0)
+    assert newest == 6 and set(verdicts) == {"ok"}
+
+
+def test_the_routine_retrain_skips_without_stations_and_asks_for_each_station_once(lake, store):
+    schedule = build_routine_retrain_schedule()
+    repo = dg.Definitions(assets=build_training_assets(ForecastSettings()), schedules=[schedule],
+                          resources={"lake": lake, "model_store": store}).get_repository_def()
+    when = pd.Timestamp("2026-05-04 04:00", tz="UTC").to_pydatetime()
+    with dg.instance_for_test() as instance:
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=repo) as ctx:
+            assert isinstance(schedule.evaluate_tick(ctx).skip_message, str)
+        instance.add_dynamic_partitions(forecast_stations.name, ["b", "a"])
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=repo) as ctx:
+            requests = schedule.evaluate_tick(ctx).run_requests
+    assert [r.partition_key for r in requests] == ["a", "b"]
+    assert [r.run_key for r in requests] == ["routine/2026-05-04/a", "routine/2026-05-04/b"]
