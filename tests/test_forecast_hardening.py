@@ -203,3 +203,22 @@ def test_the_routine_retrain_skips_without_stations_and_asks_for_each_station_on
             requests = schedule.evaluate_tick(ctx).run_requests
     assert [r.partition_key for r in requests] == ["a", "b"]
     assert [r.run_key for r in requests] == ["routine/2026-05-04/a", "routine/2026-05-04/b"]
+
+
+@pytest.mark.parametrize(("field", "value"), [("season_days", 0), ("season_days", -1), ("cusum_lambda", 0.0),
+                                              ("cusum_k", -1.0), ("recent_window_h", 0), ("psi", 0.0)])
+def test_a_drift_threshold_that_cannot_work_fails_naming_the_field(lake, store, field, value):
+    """season_days 0 was a bare ZeroDivisionError; -1 made the innovations the raw temperatures (drift everywhere)."""
+    from aero_assets.keys import DRIFT_REPORT
+
+    _write_released(lake, "st", json.dumps({"current": GOOD_CHAMPION, "history": []}).encode())
+    defs = dg.Definitions(assets=build_monitor_assets(ForecastSettings()), resources={"lake": lake,
+                                                                                       "model_store": store})
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(forecast_stations.name, ["st"])
+        result = dg.materialize([defs.get_assets_def(DRIFT_REPORT)], instance=instance, resources=defs.resources,
+                                partition_key="st", raise_on_error=False,
+                                run_config={"ops": {"forecast__drift_report": {"config": {field: value}}}})
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert field in str(failure.event_specific_data.error.message)
