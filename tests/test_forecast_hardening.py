@@ -222,3 +222,76 @@ def test_a_drift_threshold_that_cannot_work_fails_naming_the_field(lake, store, 
     assert not result.success
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert field in str(failure.event_specific_data.error.message)
+
+
+def _monitor(lake, store, monkeypatch, series: pd.Series, release_ts: int, predict):
+    """The monitor chain over `series` with a stand-in champion (`predict`), the lake and store left out."""
+    import aero_assets.forecast.monitoring_assets as monitoring
+
+    champion = {**GOOD_CHAMPION, "data_first_ts": int(series.index[0]) if len(series) else 0,
+                "data_last_ts": release_ts}
+    _write_released(lake, "st", json.dumps({"current": champion, "history": []}).encode())
+    loaded = SimpleNamespace(value=SimpleNamespace(predict=predict), version="v1", skipped=[],
+                             metadata={"lookback": 24})
+    monkeypatch.setattr(monitoring, "station_hourly", lambda _lake, _station: series)
+    monkeypatch.setattr(monitoring, "load_model", lambda *a, **k: loaded)
+    defs = dg.Definitions(assets=build_monitor_assets(ForecastSettings()), resources={"lake": lake,
+                                                                                       "model_store": store})
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(forecast_stations.name, ["st"])
+        result = dg.materialize([defs.get_assets_def(k) for k in FORECAST_MONITOR_CHAIN], instance=instance,
+                                resources=defs.resources, partition_key="st", raise_on_error=False)
+        failures = [e.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        assert result.success, failures
+        checks = result.get_asset_check_evaluations()
+    return result, checks
+
+
+def _hourly(values, start_h: int = 0) -> pd.Series:
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    return pd.Series(values, index=(np.arange(values.size, dtype=np.int64) + start_h) * HOUR)
+
+
+def _daily_cycle(hours: int, seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    h = np.arange(hours)
+    return 15 + 5 * np.sin(2 * np.pi * h / 24) + rng.normal(0, 0.5, hours)
+
+
+def test_a_champion_with_no_hour_since_its_release_reports_no_drift(lake, store, monkeypatch):
+    series = _hourly(_daily_cycle(24 * 10))
+    result, (check,) = _monitor(lake, store, monkeypatch, series, int(series.index[-1]), lambda X, ts: X[:, -1:])
+    assert check.passed
+    meta = result.asset_materializations_for_node("forecast__drift_report")[0].metadata
+    assert meta["hours_since_release"].value == 0.0
+
+
+def test_gaps_after_the_release_and_a_diverged_champion_do_not_break_the_report(lake, store, monkeypatch):
+    """A week-long gap, then hours; the champion forecasts NaN and inf: no crash, NaN kept out of the verdict."""
+    import numpy as np
+
+    values = _daily_cycle(24 * 20)
+    values[24 * 12: 24 * 15] = np.nan  # three days without observations after the release
+
+    def diverged(X, ts):
+        out = X[:, -1:].copy()
+        out[::3] = np.nan
+        out[1::3] = np.inf
+        return out
+
+    series = _hourly(values)
+    _, (check,) = _monitor(lake, store, monkeypatch, series, int(series.index[24 * 10]), diverged)
+    assert check.passed
+    summary = check.metadata["summary"].value
+    assert json.dumps(summary, allow_nan=False)  # the report's JSON stays standard JSON
+    report = json.loads((station_dir(lake, dg.AssetKey(["forecast", "drift_report"]), "st")
+                         / "drift_report.json").read_text())
+    assert report["drifted"] is False
+
+
+def test_a_station_whose_observations_are_gone_skips_or_reports_without_crashing(lake, store, monkeypatch):
+    _monitor(lake, store, monkeypatch, pd.Series(dtype=float), 100 * HOUR, lambda X, ts: X[:, -1:])
