@@ -295,3 +295,43 @@ def test_gaps_after_the_release_and_a_diverged_champion_do_not_break_the_report(
 
 def test_a_station_whose_observations_are_gone_skips_or_reports_without_crashing(lake, store, monkeypatch):
     _monitor(lake, store, monkeypatch, pd.Series(dtype=float), 100 * HOUR, lambda X, ts: X[:, -1:])
+
+
+def test_a_retrain_with_another_lookback_is_evaluated_instead_of_failing_on_the_champions_shape(lake, store,
+                                                                                              monkeypatch):
+    """AERO_FORECAST_LOOKBACK_H changed: the champion in service (24 h inputs) cannot forecast 48 h windows.
+
+    Its predict raised, so every retrain failed at the evaluation and the station kept the old champion forever.
+    """
+    import numpy as np
+
+    import aero_assets.forecast.observations as observations
+    from aero_assets.keys import GRU_MODEL
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # unreachable: logged as a warning only
+    hours = 24 * 21
+    readings = pd.DataFrame({"station": "st", "ts": np.arange(hours, dtype=np.int64) * HOUR,
+                             "temperature_c": _daily_cycle(hours), "windspeed_ms": np.nan, "pressure_hpa": np.nan})
+    monkeypatch.setattr(observations, "read_observations", lambda *a, **k: readings)
+    defs = dg.Definitions(assets=build_training_assets(ForecastSettings(gru_epochs=1, min_history_h=72)),
+                          resources={"lake": lake, "model_store": store})
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(forecast_stations.name, ["st"])
+
+        def run(keys, lookback):
+            result = dg.materialize([defs.get_assets_def(k) for k in keys], instance=instance,
+                                    resources=defs.resources, partition_key="st", raise_on_error=False,
+                                    run_config={"ops": {"forecast__training_set": {"config": {"lookback": lookback}}}})
+            failures = [e.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+            assert result.success, failures
+            return result
+
+        run([TRAINING_SET, GRU_MODEL], 24)
+        (version,) = store.versions("gru-st")
+        _write_released(lake, "st", json.dumps({"current": {**GOOD_CHAMPION, "version": version}}).encode())
+        result = run([TRAINING_SET, GRU_MODEL, MODEL_EVALUATION], 48)
+    notes = result.asset_materializations_for_node("forecast__model_evaluation")[0].metadata["notes"].value
+    assert any("lookback" in n and version in n for n in notes)
+    evaluation = json.loads((station_dir(lake, MODEL_EVALUATION, "st") / "evaluation.json").read_text())
+    in_service = [row for row in evaluation["table"] if row["model"] == "in_service"]
+    assert in_service and in_service[0]["rmse"] is None  # no score on these windows: beats_champion passes

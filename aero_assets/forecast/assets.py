@@ -318,7 +318,14 @@ def build_training_assets(settings: ForecastSettings) -> list:
         if serving is not None and len(X_raw):
             try:
                 incumbent = load_model(model_store, serving["kind"], station, version=serving["version"])
-                in_service = incumbent.value.predict(X_raw, target_ts)
+                shape = (incumbent.metadata.get("lookback"), incumbent.metadata.get("horizon"))
+                if shape == (ts.lookback, ts.horizon):
+                    in_service = incumbent.value.predict(X_raw, target_ts)
+                else:  # the window shape was reconfigured: the champion cannot forecast these windows, so it has
+                    # no score on them (beats_champion passes) rather than failing every retrain on its input shape
+                    notes.append(f"champion in service ({serving['kind']} {incumbent.version}) takes lookback "
+                                 f"{shape[0]} -> horizon {shape[1]}, not {ts.lookback} -> {ts.horizon}: not scored")
+                    in_service = np.full((len(X_raw), ts.horizon), np.nan)
                 versions["in_service"] = f"{serving['kind']} {incumbent.version}"
             except LookupError as exc:
                 notes.append(f"champion in service: {exc}")
