@@ -185,7 +185,10 @@ def test_every_check_since_the_cursor_is_read_not_only_the_newest_page():
 
 
 def test_a_verdict_without_last_ts_is_ignored():
-    instance = _FakeInstance([_record(5, FAILED, "no-ts", last_ts=None), _record(6, FAILED, "ok")])
+    null_ts = _record(4, FAILED, "null-ts")
+    null_ts.event.dagster_event.event_specific_data.metadata["summary"] = dg.MetadataValue.json(
+        {"station": "null-ts", "drifted": True, "last_ts": None})
+    instance = _FakeInstance([null_ts, _record(5, FAILED, "no-ts", last_ts=None), _record(6, FAILED, "ok")])
     newest, verdicts = latest_failed_checks(instance, 0)
     assert newest == 6 and set(verdicts) == {"ok"}
 
