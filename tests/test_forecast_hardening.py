@@ -338,3 +338,19 @@ def test_a_retrain_with_another_lookback_is_evaluated_instead_of_failing_on_the_
     evaluation = json.loads((station_dir(lake, MODEL_EVALUATION, "st") / "evaluation.json").read_text())
     in_service = [row for row in evaluation["table"] if row["model"] == "in_service"]
     assert in_service and in_service[0]["rmse"] is None  # no score on these windows: beats_champion passes
+
+
+def test_the_routine_retrain_leaves_out_a_station_whose_training_is_in_flight(lake, store):
+    """Two training chains of one station at once share its training set and evaluation files and race on
+    released.json; the sensors check for a run in flight, the weekly schedule did not."""
+    schedule = build_routine_retrain_schedule()
+    repo = dg.Definitions(assets=build_training_assets(ForecastSettings()), schedules=[schedule],
+                          resources={"lake": lake, "model_store": store}).get_repository_def()
+    when = pd.Timestamp("2026-05-04 04:00", tz="UTC").to_pydatetime()
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(forecast_stations.name, ["a", "b"])
+        instance.add_run(dg.DagsterRun(job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED,
+                                       tags={"aero/station": "a", "aero/chain": "training", "aero/trigger": "drift"}))
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=repo) as ctx:
+            requests = schedule.evaluate_tick(ctx).run_requests
+    assert [r.partition_key for r in requests] == ["b"]
