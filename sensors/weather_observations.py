@@ -119,8 +119,8 @@ def build_weather_sensor(topic: str, policy: LandingPolicy | None = None,
                 notes.append(f"{station}: training already in flight")
                 continue
             cursor.fresh_rows[station] = 0
-            if first:
-                cursor.asked = sorted({*cursor.asked, station})[-10_000:]
+            if first:  # never cut: a station dropped from `asked` counts as new again and skips the row threshold
+                cursor.asked = sorted({*cursor.asked, station})  # (fresh_rows holds every station anyway)
             requests.append(dg.RunRequest(
                 run_key=f"forecast-train/{station}/{cursor.after_storage_id}", partition_key=station,
                 asset_selection=FORECAST_TRAINING_CHAIN,

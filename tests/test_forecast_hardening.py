@@ -354,3 +354,41 @@ def test_the_routine_retrain_leaves_out_a_station_whose_training_is_in_flight(la
         with dg.build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=repo) as ctx:
             requests = schedule.evaluate_tick(ctx).run_requests
     assert [r.partition_key for r in requests] == ["b"]
+
+
+def test_a_station_asked_for_once_is_not_asked_for_as_new_at_every_landing_past_ten_thousand_stations(lake):
+    """`asked` was cut to the alphabetically last 10,000 names right after adding one: a station sorting before
+    them was dropped at once, so it counted as new (no row threshold) and was trained after every landing."""
+    from aero_assets.keys import WEATHER_OBSERVATIONS
+    from sensors.weather_observations import build_weather_sensor
+
+    class NoTopic:  # the landing half of the sensor: nothing to land
+        def identity(self, topic):
+            return None
+
+    from aero_assets.forecast.observations import build_observation_assets
+    from resources import Topics
+
+    sensor = build_weather_sensor(Topics().weather_observations)
+    settings = ForecastSettings()
+    defs = dg.Definitions(assets=[*build_observation_assets(Topics()), *build_training_assets(settings),
+                                  *build_monitor_assets(settings)], sensors=[sensor],
+                          resources={"kafka": NoTopic(), "lake": lake,
+                                     "model_store": ModelStoreResource(root=str(lake.path.parent / "models"))})
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(forecast_stations.name, ["aa"])
+
+        def tick(cursor):
+            instance.report_runless_asset_event(dg.AssetMaterialization(
+                WEATHER_OBSERVATIONS, metadata={"rows_per_station": dg.MetadataValue.json({"aa": 1})}))
+            with dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), cursor=cursor,
+                                         definitions=defs,
+                                         resources={"kafka": NoTopic(), "lake": lake}) as context:
+                return sensor.evaluate_tick(context)
+
+        crowded = WeatherCursor(asked=[f"zz-{i:05d}" for i in range(10_000)]).dump()
+        first = tick(crowded)
+        assert [r.tags["aero/trigger"] for r in first.run_requests] == ["new-station"]
+        second = tick(first.cursor)
+    assert not second.run_requests, [r.tags for r in second.run_requests]
+    assert "aa" in WeatherCursor.load(second.cursor).asked
