@@ -356,39 +356,55 @@ def test_the_routine_retrain_leaves_out_a_station_whose_training_is_in_flight(la
     assert [r.partition_key for r in requests] == ["b"]
 
 
-def test_a_station_asked_for_once_is_not_asked_for_as_new_at_every_landing_past_ten_thousand_stations(lake):
-    """`asked` was cut to the alphabetically last 10,000 names right after adding one: a station sorting before
-    them was dropped at once, so it counted as new (no row threshold) and was trained after every landing."""
-    from aero_assets.keys import WEATHER_OBSERVATIONS
-    from sensors.weather_observations import build_weather_sensor
+class _NoTopic:
+    """The landing half of the weather sensor: the topic does not exist, so nothing to land."""
 
-    class NoTopic:  # the landing half of the sensor: nothing to land
-        def identity(self, topic):
-            return None
+    def identity(self, topic):
+        return None
 
+
+def _weather_ticker(lake, instance):
+    """tick(cursor, rows) -> the weather sensor's result after a landing of `rows` ({station: n}), without a broker."""
     from aero_assets.forecast.observations import build_observation_assets
+    from aero_assets.keys import WEATHER_OBSERVATIONS
     from resources import Topics
+    from sensors.weather_observations import build_weather_sensor
 
     sensor = build_weather_sensor(Topics().weather_observations)
     settings = ForecastSettings()
     defs = dg.Definitions(assets=[*build_observation_assets(Topics()), *build_training_assets(settings),
                                   *build_monitor_assets(settings)], sensors=[sensor],
-                          resources={"kafka": NoTopic(), "lake": lake,
+                          resources={"kafka": _NoTopic(), "lake": lake,
                                      "model_store": ModelStoreResource(root=str(lake.path.parent / "models"))})
+
+    def tick(cursor, rows):
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            WEATHER_OBSERVATIONS, metadata={"rows_per_station": dg.MetadataValue.json(rows)}))
+        with dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), cursor=cursor,
+                                     definitions=defs, resources=defs.resources) as context:
+            return sensor.evaluate_tick(context)
+
+    return tick
+
+
+def test_a_station_asked_for_once_is_not_asked_for_as_new_at_every_landing_past_ten_thousand_stations(lake):
+    """`asked` was cut to the alphabetically last 10,000 names right after adding one: a station sorting before
+    them was dropped at once, so it counted as new (no row threshold) and was trained after every landing."""
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(forecast_stations.name, ["aa"])
-
-        def tick(cursor):
-            instance.report_runless_asset_event(dg.AssetMaterialization(
-                WEATHER_OBSERVATIONS, metadata={"rows_per_station": dg.MetadataValue.json({"aa": 1})}))
-            with dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), cursor=cursor,
-                                         definitions=defs,
-                                         resources={"kafka": NoTopic(), "lake": lake}) as context:
-                return sensor.evaluate_tick(context)
-
-        crowded = WeatherCursor(asked=[f"zz-{i:05d}" for i in range(10_000)]).dump()
-        first = tick(crowded)
+        tick = _weather_ticker(lake, instance)
+        first = tick(WeatherCursor(asked=[f"zz-{i:05d}" for i in range(10_000)]).dump(), {"aa": 1})
         assert [r.tags["aero/trigger"] for r in first.run_requests] == ["new-station"]
-        second = tick(first.cursor)
+        second = tick(first.cursor, {"aa": 1})
     assert not second.run_requests, [r.tags for r in second.run_requests]
     assert "aa" in WeatherCursor.load(second.cursor).asked
+
+
+def test_the_weather_sensor_survives_a_damaged_champion_file_and_cursor_and_retrains_that_station(lake):
+    _write_released(lake, "aa", b"\xff\xfe not json")
+    _write_released(lake, "bb", json.dumps({"current": GOOD_CHAMPION}).encode())
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(forecast_stations.name, ["aa", "bb"])
+        result = _weather_ticker(lake, instance)('{"after_storage_id": Infinity', {"aa": 30, "bb": 30})
+    chains = {r.partition_key: r.tags["aero/chain"] for r in result.run_requests}
+    assert chains == {"aa": "training", "bb": "monitor"}
