@@ -38,8 +38,8 @@ class DriftCursor:
             obj = json.loads(raw or "{}")
             return cls(int(obj.get("after_id", 0)), {str(k): int(v) for k, v in obj.get("retrained_at", {}).items()},
                        {str(k): [int(o) for o in v][-20:] for k, v in obj.get("onsets", {}).items()})
-        except (ValueError, TypeError, AttributeError):
-            return cls()
+        except (ValueError, TypeError, AttributeError, OverflowError):  # json.loads reads Infinity; int() of it
+            return cls()  # overflows, and a cursor that raises fails every tick
 
     def dump(self) -> str:
         return json.dumps({"after_id": self.after_id, "retrained_at": self.retrained_at, "onsets": self.onsets})
@@ -49,16 +49,46 @@ def _iso(ns) -> str:
     return "" if ns is None else pd.Timestamp(int(ns), tz="UTC").isoformat()
 
 
-def latest_failed_checks(instance, after_id: int) -> tuple[int, dict[str, dict]]:
-    """(newest execution id seen, {station: summary of its newest evaluation}) for evaluations after `after_id`.
+PAGE = 500
+MAX_RECORDS = 20_000  # a cursor reset reads back this far at most
 
-    A station whose newest evaluation passed maps to {"drifted": False}.
+
+def _check_records_after(instance, after_id: int) -> list:
+    """Every `drift` check execution with an id above `after_id` (newest MAX_RECORDS), oldest first.
+
+    Dagster pages the history newest first; one page is not enough when more stations were checked
+    between two ticks than it holds (the oldest of them were never read).
     """
-    records = instance.event_log_storage.get_asset_check_execution_history(
-        dg.AssetCheckKey(DRIFT_REPORT, DRIFT_CHECK), limit=500)
-    newest, out = after_id, {}
-    for rec in sorted((r for r in records if r.id > after_id), key=lambda r: r.id):
+    key, records, cursor = dg.AssetCheckKey(DRIFT_REPORT, DRIFT_CHECK), [], None
+    while len(records) < MAX_RECORDS:
+        page = instance.event_log_storage.get_asset_check_execution_history(key, limit=PAGE, cursor=cursor)
+        records.extend(r for r in page if r.id > after_id)
+        if len(page) < PAGE or page[-1].id <= after_id:
+            break
+        cursor = page[-1].id
+    return sorted(records, key=lambda r: r.id)
+
+
+def _still_running(instance, rec) -> bool:
+    run = instance.get_run_by_id(rec.run_id) if rec.run_id else None
+    return run is not None and not run.is_finished
+
+
+def latest_failed_checks(instance, after_id: int) -> tuple[int, dict[str, dict]]:
+    """(the id to resume after, {station: summary of its newest evaluation}) for evaluations after `after_id`.
+
+    A station whose newest evaluation passed maps to {"drifted": False}. An execution's id is given when the
+    check is planned, so a check still running in one run can have a smaller id than one another run has
+    finished: the returned id stays below the oldest check still running, so its verdict is read once it
+    has one (the evaluations after it are read again meanwhile, which the cool-down and the retrained
+    onsets make harmless). A planned check whose run has ended never gets a verdict and holds nothing.
+    """
+    newest, hold, out = after_id, None, {}
+    for rec in _check_records_after(instance, after_id):
         if rec.status not in (AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED):
+            planned = rec.status == AssetCheckExecutionRecordStatus.PLANNED
+            if planned and hold is None and _still_running(instance, rec):
+                hold = rec.id - 1
             continue  # planned or running: not a verdict yet (seen again once it has one)
         newest = max(newest, rec.id)
         evaluation = rec.event.dagster_event.event_specific_data if rec.event and rec.event.dagster_event else None
@@ -67,11 +97,11 @@ def latest_failed_checks(instance, after_id: int) -> tuple[int, dict[str, dict]]
         # the station: the record's partition where the storage keeps it (SQLite storage leaves it empty), else
         # the one the report names
         station = rec.partition or summary.get("station")
-        if not station or "last_ts" not in summary:
-            continue
+        if not station or not isinstance(summary.get("last_ts"), int):  # retrain_decision's clock; without it
+            continue  # (an older or hand-made report) int() would fail the tick
         summary["drifted"] = rec.status == AssetCheckExecutionRecordStatus.FAILED and bool(summary.get("drifted"))
         out[str(station)] = summary
-    return newest, out
+    return (newest if hold is None else min(newest, hold)), out
 
 
 def build_drift_retrain_sensor(policy: RetrainPolicy, minimum_interval_seconds: int = 10) -> dg.SensorDefinition:
@@ -84,7 +114,7 @@ def build_drift_retrain_sensor(policy: RetrainPolicy, minimum_interval_seconds: 
     def drift_retrain_sensor(context: dg.SensorEvaluationContext):
         cursor = DriftCursor.load(context.cursor)
         newest, verdicts = latest_failed_checks(context.instance, cursor.after_id)
-        if newest == cursor.after_id:
+        if newest == cursor.after_id and not verdicts:
             return dg.SkipReason("No new drift check results.")
         cursor.after_id = newest
         requests, notes = [], []
@@ -133,8 +163,15 @@ def build_routine_retrain_schedule(cron: str = "0 4 * * 1") -> dg.ScheduleDefini
         if not stations:
             return dg.SkipReason("No forecast stations yet.")
         when = context.scheduled_execution_time.strftime("%Y-%m-%d")
-        return [dg.RunRequest(run_key=f"routine/{when}/{s}", partition_key=s,
-                              tags={"aero/trigger": "routine", "aero/station": s, "aero/chain": "training"})
-                for s in sorted(stations)]
+        # a station already training (a drift retrain, say) is left out: two chains of one station at once share
+        # its training set and evaluation files and race on released.json; the running one trains on new history
+        busy = {s for s in stations if runs_for(context.instance, s, "training", IN_FLIGHT)}
+        if busy:
+            context.log.info(f"routine retrain leaves out {len(busy)} station(s) already training: "
+                             f"{', '.join(sorted(busy)[:20])}")
+        requests = [dg.RunRequest(run_key=f"routine/{when}/{s}", partition_key=s,
+                                  tags={"aero/trigger": "routine", "aero/station": s, "aero/chain": "training"})
+                    for s in sorted(set(stations) - busy)]
+        return requests or dg.SkipReason(f"Every station is already training ({', '.join(sorted(busy)[:20])}).")
 
     return routine_retrain

@@ -50,8 +50,8 @@ class WeatherCursor:
             return cls(int(obj.get("after_storage_id", 0)),
                        {str(k): int(v) for k, v in dict(obj.get("fresh_rows", {})).items()},
                        [str(s) for s in obj.get("asked", [])])
-        except (ValueError, TypeError, AttributeError):
-            return cls()
+        except (ValueError, TypeError, AttributeError, OverflowError):  # json.loads reads Infinity; int() of it
+            return cls()  # overflows, and a cursor that raises fails every tick
 
     def dump(self) -> str:
         return json.dumps({"after_storage_id": self.after_storage_id, "fresh_rows": self.fresh_rows,
@@ -119,8 +119,8 @@ def build_weather_sensor(topic: str, policy: LandingPolicy | None = None,
                 notes.append(f"{station}: training already in flight")
                 continue
             cursor.fresh_rows[station] = 0
-            if first:
-                cursor.asked = sorted({*cursor.asked, station})[-10_000:]
+            if first:  # never cut: a station dropped from `asked` counts as new again and skips the row threshold
+                cursor.asked = sorted({*cursor.asked, station})  # (fresh_rows holds every station anyway)
             requests.append(dg.RunRequest(
                 run_key=f"forecast-train/{station}/{cursor.after_storage_id}", partition_key=station,
                 asset_selection=FORECAST_TRAINING_CHAIN,

@@ -59,13 +59,46 @@ def load_training_set(lake: LakeResource, station: str) -> tuple[TrainingSet, di
     return training_set, json.loads((folder / "training_set.json").read_text())
 
 
-def released_champion(lake: LakeResource, station: str) -> dict | None:
-    """The champion in service for a station ({kind, version, ...}), or None before the first release."""
+CHAMPION_FIELDS = ("kind", "version", "data_first_ts", "data_last_ts")  # what serving and monitoring read
+
+
+def read_release_state(lake: LakeResource, station: str) -> dict:
+    """released.json ({current, history}), or an empty state when it is missing or damaged.
+
+    Writes are atomic, but a file copied in by hand, a full disk or a bad restore can still leave
+    garbage; the weather sensor reads this for every station it touches and the gate rewrites it,
+    so a damaged file must read as "no champion" (the next release repairs it), never raise.
+    """
     path = station_dir(lake, CHAMPION_MODEL, station) / "released.json"
     try:
-        return json.loads(path.read_text())["current"]
-    except (FileNotFoundError, KeyError, json.JSONDecodeError):
-        return None
+        state = json.loads(path.read_bytes())
+    except (OSError, ValueError):  # missing, unreadable, not UTF-8 (UnicodeDecodeError), not JSON
+        return {"current": None, "history": []}
+    if not isinstance(state, dict):
+        return {"current": None, "history": []}
+    current = state.get("current")
+    usable = isinstance(current, dict) and all(current.get(f) is not None for f in CHAMPION_FIELDS)
+    history = state.get("history")
+    return {"current": current if usable else None,
+            "history": [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []}
+
+
+def _config_time(value: str, field: str) -> pd.Timestamp:
+    """A run config time, or a Failure naming the field (pandas alone says only "could not convert string")."""
+    try:
+        when = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        when = None
+    if when is None or pd.isna(when):
+        raise dg.Failure(description=f"training_set config `{field}` must be an ISO time such as "
+                                     f"2026-05-01T00:00:00Z, not {value!r}")
+    return when
+
+
+def released_champion(lake: LakeResource, station: str) -> dict | None:
+    """The champion in service for a station ({kind, version, ...}), or None before the first release
+    (or when released.json is damaged: see `read_release_state`)."""
+    return read_release_state(lake, station)["current"]
 
 
 def _forecast_plot(title: str, target_ts: np.ndarray, actual: np.ndarray, forecasts: dict[str, np.ndarray]):
@@ -122,14 +155,15 @@ def build_training_assets(settings: ForecastSettings) -> list:
         from aero_assets.forecast.observations import read_observations
 
         station = context.partition_key
+        start_limit = _config_time(config.start, "start") if config.start else None  # before any data is read
         readings = read_observations(lake.path, station=station)
         frame = hourly(readings)
         series = station_series(frame, station) if not frame.empty else pd.Series(dtype=float)
         if len(series):
             end_ns = int(series.index[-1])
             start_ns = end_ns - int(config.max_history_days * 24) * NS_PER_HOUR
-            if config.start:
-                start_ns = max(start_ns, int(pd.Timestamp(config.start).value))  # .value is UTC ns, tz or not
+            if start_limit is not None:
+                start_ns = max(start_ns, int(start_limit.value))  # .value is UTC ns, tz or not
             series = series[series.index >= start_ns]
         observed = int(series.notna().sum())
         if observed < config.min_history_h:
@@ -284,7 +318,14 @@ def build_training_assets(settings: ForecastSettings) -> list:
         if serving is not None and len(X_raw):
             try:
                 incumbent = load_model(model_store, serving["kind"], station, version=serving["version"])
-                in_service = incumbent.value.predict(X_raw, target_ts)
+                shape = (incumbent.metadata.get("lookback"), incumbent.metadata.get("horizon"))
+                if shape == (ts.lookback, ts.horizon):
+                    in_service = incumbent.value.predict(X_raw, target_ts)
+                else:  # the window shape was reconfigured: the champion cannot forecast these windows, so it has
+                    # no score on them (beats_champion passes) rather than failing every retrain on its input shape
+                    notes.append(f"champion in service ({serving['kind']} {incumbent.version}) takes lookback "
+                                 f"{shape[0]} -> horizon {shape[1]}, not {ts.lookback} -> {ts.horizon}: not scored")
+                    in_service = np.full((len(X_raw), ts.horizon), np.nan)
                 versions["in_service"] = f"{serving['kind']} {incumbent.version}"
             except LookupError as exc:
                 notes.append(f"champion in service: {exc}")
@@ -329,7 +370,9 @@ def build_training_assets(settings: ForecastSettings) -> list:
         folder = station_dir(lake, CHAMPION_MODEL, station)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "released.json"
-        state = json.loads(path.read_text()) if path.exists() else {"current": None, "history": []}
+        state = read_release_state(lake, station)
+        if path.exists() and state["current"] is None:
+            context.log.warning(f"{path} is damaged or holds no usable champion; treated as no champion in service")
         previous = state.get("current")
         ts_meta = json.loads((station_dir(lake, TRAINING_SET, station) / "training_set.json").read_text())
         if decision.released:

@@ -122,6 +122,16 @@ def build_monitor_assets(settings: ForecastSettings) -> list:
         psi: float = defaults.psi
         recent_window_h: int = settings.recent_window_h
 
+        def problems(self) -> list[str]:
+            """Values the detectors cannot work with: season_days 0 divides by zero, a negative one makes the
+            innovations the raw temperatures (drift on every warm station), a zero threshold alarms at once."""
+            return [f"{name} must be {rule}, not {value!r}" for name, value, ok, rule in [
+                ("season_days", self.season_days, self.season_days >= 1, ">= 1"),
+                ("cusum_k", self.cusum_k, self.cusum_k >= 0, ">= 0"),
+                ("cusum_lambda", self.cusum_lambda, self.cusum_lambda > 0, "> 0"),
+                ("psi", self.psi, self.psi > 0, "> 0"),
+                ("recent_window_h", self.recent_window_h, self.recent_window_h >= 1, ">= 1")] if not ok]
+
     @dg.asset(key=PREDICTIONS, group_name=FORECAST, partitions_def=forecast_stations,
               deps=[CHAMPION_MODEL, WEATHER_OBSERVATIONS], output_required=False, kinds={"parquet"},
               description="The champion's one-hour-ahead forecast of every hour since its release and of the next "
@@ -132,7 +142,12 @@ def build_monitor_assets(settings: ForecastSettings) -> list:
         if champion is None:
             return _skip(context, PREDICTIONS, station, f"station {station} has no released champion yet: nothing "
                                                         "to forecast with (the training chain releases one)")
-        loaded = load_model(model_store, champion["kind"], station, version=champion["version"])
+        try:
+            loaded = load_model(model_store, champion["kind"], station, version=champion["version"])
+        except LookupError as exc:  # deleted from the store, or it and every older version damaged: say which
+            return _skip(context, PREDICTIONS, station, f"the champion of {station}, {champion['kind']} "
+                                                        f"{champion['version']}, cannot be loaded ({exc}); no "
+                                                        "forecasts until a retrain releases a new one")
         for version, why in loaded.skipped:
             context.log.warning(f"{champion['kind']} {version} of {station} could not be loaded ({why}); "
                                 f"forecasting with {loaded.version} instead")
@@ -178,6 +193,8 @@ def build_monitor_assets(settings: ForecastSettings) -> list:
                           "(Page-Hinkley on its errors in validation RMSEs), with a plot marking where drift began.")
     def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, lake: LakeResource):
         station = context.partition_key
+        if config.problems():
+            raise dg.Failure(description="drift_report config: " + "; ".join(config.problems()))
         champion = released_champion(lake, station)
         if champion is None:  # predictions skipped too, so this step is normally not reached
             raise dg.Failure(description=f"station {station} has no released champion to monitor")
