@@ -85,6 +85,20 @@ def test_messages_without_a_key_or_empty_or_not_json_are_refused():
             d.decode(value, key, JSON)
 
 
+def test_an_observation_dated_far_ahead_of_the_landing_clock_goes_to_the_dlq():
+    """One reading stamped 2100 would stretch a station's hourly grid by 70 years; 30 days ahead (a fast
+    simulation) is fine. Both paths give the same verdict and reason."""
+    now = 1_796_000_000 * 1_000_000_000  # 2026-12-01
+    decoder = WeatherDecoder(load_weather_limits({"AERO_WEATHER_MAX_AHEAD_DAYS": "400"}), clock_ns=lambda: now)
+    soon, far = msg(ts="2026-12-31T00:00:00Z"), msg(ts="2100-01-01T00:00:00Z")
+    out = decoder.decode_batch([msg(), soon, far], [b"st-1"] * 3, [JSON] * 3)
+    assert out.table.num_rows == 2 and [i for i, _ in out.bad] == [2]
+    assert "more than 400 days ahead" in out.bad[0][1] and "AERO_WEATHER_MAX_AHEAD_DAYS" in out.bad[0][1]
+    with pytest.raises(DecodeError, match="more than 400 days ahead"):
+        decoder.decode(far, b"st-1", JSON)
+    assert decoder.decode(soon, b"st-1", JSON).table.num_rows == 1
+
+
 def test_limits_come_from_the_environment_and_bad_ones_fail_fast():
     limits = load_weather_limits({"AERO_WEATHER_TEMPERATURE_MAX_C": "70"})
     assert limits.temperature_max_c == 70.0

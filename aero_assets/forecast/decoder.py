@@ -17,6 +17,8 @@ authority that gives a refused message its reason) cannot disagree about a value
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -82,17 +84,24 @@ class Reasons:
         ]
         self.pressure = (f"pressure_hpa is NaN or outside {plo:g}-{phi:g} hPa (send null when the station has no "
                          "barometer)")
+        self.ahead = (f"ts is more than {limits.max_ahead_days:g} days ahead of the landing's clock "
+                      "(AERO_WEATHER_MAX_AHEAD_DAYS)")
 
 
 def validate(station: pa.Array, keys: pa.Array, ts_valid: np.ndarray, cols: dict[str, np.ndarray],
              nulls: dict[str, np.ndarray], limits: WeatherLimits,
-             reasons: Reasons | None = None) -> tuple[np.ndarray, list[str]]:
+             reasons: Reasons | None = None, ts: pa.Array | None = None,
+             now_ns: int | None = None) -> tuple[np.ndarray, list[str]]:
     """Per row: valid or not, and the reasons found (vectorised; one function for both paths).
 
-    `cols` hold float64 values (NaN where null), `nulls` where each value was null on the wire.
+    `cols` hold float64 values (NaN where null), `nulls` where each value was null on the wire; `ts` and
+    `now_ns` (the landing's clock) refuse observations dated more than `limits.max_ahead_days` ahead.
     """
     r = reasons or Reasons(limits)
     problems: list[tuple[np.ndarray, str]] = []
+    if ts is not None and now_ns is not None:
+        ts_ns = np.asarray(pc.fill_null(ts.cast(pa.int64()), 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+        problems.append((ts_ns > now_ns + round(limits.max_ahead_days * 86_400) * 1_000_000_000, r.ahead))
     # ids are checked once per distinct value (a deployment has few stations), then mapped onto the rows
     safe = pa.array([s for s in pc.unique(station).drop_null().to_pylist() if is_safe_id(s, "station")], pa.string())
     problems.append((~np.asarray(pc.fill_null(pc.is_in(station, value_set=safe), False)), R_STATION))
@@ -147,8 +156,9 @@ class WeatherDecoder:
     schema = SCHEMA
     split_column = None
 
-    def __init__(self, limits: WeatherLimits | None = None):
+    def __init__(self, limits: WeatherLimits | None = None, clock_ns=time.time_ns):
         self.limits = limits or WeatherLimits()
+        self._clock_ns = clock_ns
         self._reasons = Reasons(self.limits)
         self._empty = SCHEMA.empty_table()
 
@@ -164,7 +174,7 @@ class WeatherDecoder:
             station, ts, cols, nulls = self._json_columns(value)
         keys = pa.array([key] * len(station), pa.binary())
         ok, reasons = validate(station, keys, np.asarray(ts.is_valid(), dtype=bool), cols, nulls, self.limits,
-                               self._reasons)
+                               self._reasons, ts=ts, now_ns=self._clock_ns())
         if not ok.all():
             i = int(np.flatnonzero(~ok)[0])
             first = ", ".join(f"{c}={'null' if nulls[c][i] else repr(float(cols[c][i]))}" for c in VALUES)
@@ -216,7 +226,7 @@ class WeatherDecoder:
             for c in VALUES:
                 cols[c], nulls[c] = _f64(parsed[c])
             ok, _ = validate(station, row_keys, np.asarray(ts.is_valid(), dtype=bool), cols, nulls, self.limits,
-                             self._reasons)
+                             self._reasons, ts=ts, now_ns=self._clock_ns())
             if exact is not None:
                 ok &= exact
             return _table(station, ts, cols, nulls), ok, None

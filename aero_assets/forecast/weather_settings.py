@@ -20,6 +20,10 @@ class WeatherLimits:
     windspeed_max_ms: float = 120.0  # above the strongest gust measured (113 m/s)
     pressure_min_hpa: float = 850.0  # sea-level pressure of the deepest typhoon: 870 hPa
     pressure_max_hpa: float = 1100.0  # the highest: 1084 hPa
+    # an observation dated further ahead of the landing's clock is refused: one reading stamped 2100 would
+    # stretch the station's hourly grid by 70 years and anchor its training window there. Generous, since a
+    # simulation faster than real time runs ahead (the demo's at most 56 days)
+    max_ahead_days: float = 400.0
 
 
 _VARS = {
@@ -28,6 +32,7 @@ _VARS = {
     "AERO_WEATHER_WINDSPEED_MAX_MS": ("windspeed_max_ms", 1.0, 500.0),
     "AERO_WEATHER_PRESSURE_MIN_HPA": ("pressure_min_hpa", 0.0, 2000.0),
     "AERO_WEATHER_PRESSURE_MAX_HPA": ("pressure_max_hpa", 0.0, 2000.0),
+    "AERO_WEATHER_MAX_AHEAD_DAYS": ("max_ahead_days", 0.01, 36_500.0),
 }
 
 
