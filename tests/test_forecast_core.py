@@ -304,7 +304,7 @@ def test_cusum_statistics_equal_the_sequential_definition():
 
 
 def test_the_verdict_never_alarms_on_calm_stations_and_flags_heatwaves_within_a_day():
-    """Seeds 0-3 of the calibration: four weeks calm and a heatwave five days in (delays 17, 22, 14, 12 h)."""
+    """Seeds 0-3 of the calibration: four weeks calm and a heatwave five days in (delays 17, 20, 13, 13 h)."""
     table = measure_drift_detector(range(4))
     waves = table[table["mode"] == "heatwave"]
     assert not table["false_alarm"].any()

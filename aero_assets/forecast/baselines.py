@@ -73,7 +73,7 @@ def seasonal_naive_errors(hourly_temp: pd.Series, season: int = SEASON_H) -> pd.
     return (values - values.shift(season)).rename("error")
 
 
-def seasonal_innovations(hourly_temp: pd.Series, days: int = 3, season: int = SEASON_H) -> pd.Series:
+def seasonal_innovations(hourly_temp: pd.Series, days: int = 7, season: int = SEASON_H) -> pd.Series:
     """Value minus the mean of the same hour over the previous `days` days: the drift detector's error stream.
 
     Averaging a few days makes the reference less noisy than "same hour yesterday" alone (yesterday's
