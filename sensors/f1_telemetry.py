@@ -36,6 +36,7 @@ from sensors.kafka_events import (
     backlog_note,
     kafka_skip_reason,
     landing_request,
+    landings_since,
     read_events,
     waiting,
 )
@@ -129,19 +130,15 @@ def build_f1_sensor(telemetry_topic: str, sessions_topic: str, policy: LandingPo
             return dg.SkipReason(kafka_skip_reason(sessions_topic, exc))
 
         # 2. sessions whose laps the landings since the last tick moved on
-        records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=F1_TELEMETRY, after_storage_id=cursor.after_storage_id),
-            limit=200, ascending=True).records
+        records, cursor.after_storage_id = landings_since(context, F1_TELEMETRY, cursor.after_storage_id)
         touched: dict[str, int] = {}
-        for rec in records:
-            meta = rec.asset_materialization.metadata if rec.asset_materialization else {}
+        for meta in records:
             for sid, lap in (meta["sessions_touched"].value if "sessions_touched" in meta else {}).items():
                 touched[sid] = max(touched.get(sid, -1), int(lap))
             for sid in meta["sessions_finished"].value if "sessions_finished" in meta else []:
                 if sid not in cursor.finished:
                     cursor.finished.append(sid)
                     touched.setdefault(sid, cursor.summarised.get(sid, -1))
-            cursor.after_storage_id = max(cursor.after_storage_id, rec.storage_id)
         for sid, lap in sorted(touched.items()):
             if lap > cursor.summarised.get(sid, -1) or sid in cursor.finished:
                 know(sid)

@@ -205,6 +205,21 @@ class LandedCursor:
         return json.dumps({"after_storage_id": self.after_storage_id, "pending": self.pending})
 
 
+def landings_since(context, asset_key, after_storage_id: int, limit: int = 200) -> tuple[list[dict], int]:
+    """(the metadata of each materialization of `asset_key` after the cursor, oldest first; the new cursor).
+
+    What every landing-driven sensor reads: a landing lists what its rows touched in its metadata. At most
+    `limit` per tick; the rest is read on the next tick (the cursor only moves past what was read).
+    """
+    import dagster as dg
+
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, after_storage_id=after_storage_id), limit=limit,
+        ascending=True).records
+    metas = [rec.asset_materialization.metadata if rec.asset_materialization else {} for rec in records]
+    return metas, max([after_storage_id, *(rec.storage_id for rec in records)])
+
+
 def touched_partitions(context, cursor: LandedCursor, asset_key, metadata_key: str,
                        partitions_def) -> tuple[list, set[str], set[str]]:
     """(landing records since the cursor, touched keys that are partitions, keys before the first one).
@@ -212,17 +227,11 @@ def touched_partitions(context, cursor: LandedCursor, asset_key, metadata_key: s
     Each landing lists what its rows touched under `metadata_key`; a key that is not a partition yet waits
     in the cursor (a clock ahead); one before the partitions' start is never materialized (the caller says so).
     """
-    import dagster as dg
-
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset_key, after_storage_id=cursor.after_storage_id),
-        limit=200, ascending=True).records
+    records, cursor.after_storage_id = landings_since(context, asset_key, cursor.after_storage_id)
     keys: set[str] = set(cursor.pending)
-    for rec in records:
-        meta = rec.asset_materialization.metadata if rec.asset_materialization else {}
+    for meta in records:
         touched = meta.get(metadata_key)
         keys.update(touched.value if touched is not None else [])
-        cursor.after_storage_id = max(cursor.after_storage_id, rec.storage_id)
     ready = {k for k in keys if partitions_def.has_partition_key(k)}
     early = {k for k in keys - ready if k < partitions_def.start.strftime(partitions_def.fmt)}
     cursor.pending = sorted(keys - ready - early)

@@ -29,7 +29,7 @@ from aero_assets.keys import (
 )
 from resources.kafka import KafkaResource
 from resources.lake import LakeResource
-from sensors.kafka_events import LandingPolicy, backlog_landing
+from sensors.kafka_events import LandingPolicy, backlog_landing, landings_since
 
 RETRY_WINDOW_S = 600
 RETRAIN_AFTER_ROWS = 24  # a station without a champion is tried again after a day of new hourly observations
@@ -66,16 +66,12 @@ def runs_for(instance, station: str, chain: str, statuses) -> bool:
 
 def touched_stations(context, cursor: WeatherCursor) -> tuple[int, dict[str, int]]:
     """(landings since the cursor, {station: rows}) from the landings' `rows_per_station`."""
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=WEATHER_OBSERVATIONS, after_storage_id=cursor.after_storage_id),
-        limit=200, ascending=True).records
+    records, cursor.after_storage_id = landings_since(context, WEATHER_OBSERVATIONS, cursor.after_storage_id)
     rows: dict[str, int] = {}
-    for rec in records:
-        meta = rec.asset_materialization.metadata if rec.asset_materialization else {}
+    for meta in records:
         per_station = meta.get("rows_per_station")
         for station, n in (per_station.value if per_station is not None else {}).items():
             rows[str(station)] = rows.get(str(station), 0) + int(n)
-        cursor.after_storage_id = max(cursor.after_storage_id, rec.storage_id)
     return len(records), rows
 
 
