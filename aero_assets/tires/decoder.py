@@ -11,6 +11,7 @@ a refused message its DLQ reason.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from datetime import UTC, datetime
@@ -106,7 +107,9 @@ def validate_rows(vehicle: pa.Array, tire: pa.Array, ts_ns: np.ndarray, pressure
     return verdicts(problems, n)
 
 
+@functools.lru_cache(maxsize=65_536)
 def _is_safe_id(value: str) -> bool:
+    # a fleet has a few thousand vehicles, seen again in every batch: the verdict is kept per id
     return is_safe_id(value, "vehicle id")
 
 
