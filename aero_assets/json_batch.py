@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import itertools
 import json
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -256,6 +257,15 @@ def _pool() -> ThreadPoolExecutor:
         if _POOL is None:
             _POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="aero-json-batch")
         return _POOL
+
+
+def _forget_pool_in_child() -> None:
+    # a forked child has none of the parent's worker threads: an inherited pool would never run a task
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
 def _prepared_in_order(slices: list[np.ndarray], prepare):
