@@ -16,9 +16,13 @@ to the DLQ, never a part of it.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
+import os
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +35,7 @@ from aero_assets.codec import JSON, Decoded, DecodeError
 _BLOCK_SIZE = 16 * 1024 * 1024
 _MIN_BLOCK = 1024 * 1024
 _SLICE_BYTES = 8 * 1024 * 1024
+_WORKERS = 2  # slices prepared at once (see `_prepared_in_order`)
 
 
 @dataclass
@@ -131,22 +136,33 @@ def decode_json_batch(
             split_topic[0] = True
         splits.extend([d.split] * d.table.num_rows)
 
-    def batch(ids: np.ndarray) -> None:
-        if len(ids) == 1:
-            one(int(ids[0]))
-            return
+    def prepare(ids: np.ndarray):
+        """Parse and finish a slice: (counts, row_msg, finished), or None when it cannot be parsed as a whole.
+
+        Pure (no shared state is touched), so slices may be prepared on worker threads.
+        """
         parsed = _parse(ids)
-        if parsed is None:  # cannot map rows onto messages: halve and try again
-            mid = len(ids) // 2
-            batch(ids[:mid])
-            batch(ids[mid:])
-            return
+        if parsed is None:
+            return None
         table_rows, counts = parsed
         row_msg = np.repeat(ids, counts)
         try:
             finished = finish(table_rows, key_array.take(pa.array(row_msg)))
         except Exception:  # a finisher bug on some value must not fail the landing: the per-message path decides
             finished = None
+        return counts, row_msg, finished
+
+    def batch(ids: np.ndarray, prepared=_UNPREPARED) -> None:
+        if len(ids) == 1:
+            one(int(ids[0]))
+            return
+        prepared = prepare(ids) if prepared is _UNPREPARED else prepared
+        if prepared is None:  # cannot map rows onto messages: halve and try again
+            mid = len(ids) // 2
+            batch(ids[:mid])
+            batch(ids[mid:])
+            return
+        counts, row_msg, finished = prepared
         if finished is None:  # a column the finisher cannot convert as a whole: find the culprit by halves
             mid = len(ids) // 2
             batch(ids[:mid])
@@ -212,8 +228,10 @@ def decode_json_batch(
         sizes = np.cumsum(np.fromiter(map(len, (values[i] for i in json_ids.tolist())), dtype=np.int64,
                                       count=len(json_ids)))
         cuts = np.searchsorted(sizes, np.arange(_SLICE_BYTES, int(sizes[-1]) + 1, _SLICE_BYTES), side="right")
-        for lo, hi in itertools.pairwise([0, *sorted(set(cuts.tolist()) - {0, len(json_ids)}), len(json_ids)]):
-            batch(json_ids[lo:hi])
+        slices = [json_ids[lo:hi] for lo, hi in
+                  itertools.pairwise([0, *sorted(set(cuts.tolist()) - {0, len(json_ids)}), len(json_ids)])]
+        for ids, prepared in _prepared_in_order(slices, prepare):
+            batch(ids, prepared)
     for i in other:
         one(i)
     if not tables:
@@ -226,6 +244,62 @@ def decode_json_batch(
         msg_index = msg_index[order]
         splits = [splits[j] for j in order.tolist()]
     return BatchDecoded(table, msg_index, splits if split_topic[0] else None, sorted(bad))
+
+
+_UNPREPARED = object()
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="aero-json-batch")
+        return _POOL
+
+
+def _forget_pool_in_child() -> None:
+    # a forked child has none of the parent's worker threads: an inherited pool would never run a task
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
+def _prepared_in_order(slices: list[np.ndarray], prepare):
+    """(slice, prepare(slice)) in slice order, the next slices prepared on worker threads meanwhile.
+
+    The parser's own threads keep both cores busy only while it parses; joining a slice, checking
+    its lines and validating its rows run on one. With two slices in flight those steps of one
+    overlap the parse of the other. The bookkeeping (and any halving down to single messages)
+    stays on the calling thread, in slice order. Slices that cannot go to a worker (a single
+    message) are left to the caller.
+    """
+    if len(slices) < 2:
+        yield from ((ids, _UNPREPARED) for ids in slices)
+        return
+    pool = _pool()
+    pending: collections.deque = collections.deque()
+    it = iter(slices)
+
+    def submit() -> None:
+        ids = next(it, None)
+        if ids is not None:
+            pending.append((ids, pool.submit(prepare, ids) if len(ids) > 1 else None))
+
+    for _ in range(_WORKERS):
+        submit()
+    try:
+        while pending:
+            ids, fut = pending.popleft()
+            submit()
+            yield ids, (fut.result() if fut is not None else _UNPREPARED)
+    finally:  # a failure of the caller: let the slices in flight finish, their results are dropped
+        for _, fut in pending:
+            if fut is not None:
+                fut.cancel()
 
 
 def json_objects(value: bytes, max_lines: int, noun: str = "reading") -> list[dict]:

@@ -102,6 +102,21 @@ def test_a_random_mix_of_good_and_bad_messages_keeps_every_good_reading_in_messa
     assert len(batch.bad) == sum(1 for p in picks if not p[2].startswith("ok"))
 
 
+def test_slices_prepared_on_worker_threads_land_what_one_slice_lands(monkeypatch):
+    import aero_assets.json_batch as jb
+
+    d = TireReadingsDecoder(clock_ns=lambda: NOW)
+    rng = random.Random(11)
+    picks = [rng.choice(HOSTILE) for _ in range(3000)]
+    args = ([p[0] for p in picks], [p[1] for p in picks], [JSON] * len(picks))
+    whole = d.decode_batch(*args)
+    monkeypatch.setattr(jb, "_SLICE_BYTES", 2048)  # ~100 slices, two in flight on the workers
+    sliced = d.decode_batch(*args)
+    assert sliced.table.equals(whole.table)
+    assert list(sliced.message_index) == list(whole.message_index)
+    assert sliced.bad == whole.bad
+
+
 def test_other_content_types_are_refused_with_a_reason():
     d = TireReadingsDecoder()
     with pytest.raises(DecodeError, match="must be JSON"):
