@@ -15,9 +15,9 @@ import json
 from dataclasses import dataclass, field
 
 import dagster as dg
-import pandas as pd
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+from aero_assets.forecast.assets import iso_utc
 from aero_assets.forecast.monitor import RetrainPolicy, retrain_decision
 from aero_assets.keys import DRIFT_CHECK, DRIFT_REPORT, FORECAST_TRAINING_CHAIN
 from sensors.weather_observations import IN_FLIGHT, runs_for
@@ -43,10 +43,6 @@ class DriftCursor:
 
     def dump(self) -> str:
         return json.dumps({"after_id": self.after_id, "retrained_at": self.retrained_at, "onsets": self.onsets})
-
-
-def _iso(ns) -> str:
-    return "" if ns is None else pd.Timestamp(int(ns), tz="UTC").isoformat()
 
 
 PAGE = 500
@@ -133,17 +129,17 @@ def build_drift_retrain_sensor(policy: RetrainPolicy, minimum_interval_seconds: 
             cursor.onsets[station] = [*cursor.onsets.get(station, []), int(onset or summary["last_ts"])][-20:]
             post_h = (int(summary["last_ts"]) - int(onset or summary["last_ts"])) / HOUR
             tags = {"aero/trigger": "drift", "aero/station": station, "aero/chain": "training",
-                    "aero/drift_reason": decision.reason[:TAG_LIMIT], "aero/drift_onset": _iso(onset),
-                    "aero/drift_alarm": _iso(summary.get("alarm_ts")), "aero/psi": str(summary.get("psi")),
-                    "aero/ks": str(summary.get("ks")), "aero/train_from": _iso(decision.train_start_ts),
+                    "aero/drift_reason": decision.reason[:TAG_LIMIT], "aero/drift_onset": iso_utc(onset),
+                    "aero/drift_alarm": iso_utc(summary.get("alarm_ts")), "aero/psi": str(summary.get("psi")),
+                    "aero/ks": str(summary.get("ks")), "aero/train_from": iso_utc(decision.train_start_ts),
                     "aero/post_onset_hours": f"{post_h:.0f}"}
             requests.append(dg.RunRequest(
                 run_key=f"drift-retrain/{station}/{onset}", partition_key=station,
                 asset_selection=FORECAST_TRAINING_CHAIN,
-                run_config={"ops": {"forecast__training_set": {"config": {"start": _iso(decision.train_start_ts)}},
+                run_config={"ops": {"forecast__training_set": {"config": {"start": iso_utc(decision.train_start_ts)}},
                                     "forecast__gru_model": {"config": {"fine_tune": True}}}},
                 tags=tags))
-            context.log.info(f"{station}: drift retrain from {_iso(decision.train_start_ts)} ({decision.reason})")
+            context.log.info(f"{station}: drift retrain from {iso_utc(decision.train_start_ts)} ({decision.reason})")
         return dg.SensorResult(run_requests=requests, cursor=cursor.dump(),
                                skip_reason=None if requests else ("; ".join(notes) or "No drift."))
 

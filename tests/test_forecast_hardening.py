@@ -92,18 +92,23 @@ def test_the_champion_gate_releases_over_a_damaged_released_json(lake, store):
     assert released_champion(lake, "st")["version"] == "v2"
 
 
-def test_predictions_skip_with_a_reason_when_the_champion_model_is_gone(lake, store):
-    """The champion's version deleted from the model store: the monitor run says so instead of failing."""
-    _write_released(lake, "st", json.dumps({"current": GOOD_CHAMPION, "history": []}).encode())
+def _materialize_monitor(lake, store, keys=FORECAST_MONITOR_CHAIN, run_config=None):
+    """The monitor assets of station "st" materialized in a fresh instance (raise_on_error off)."""
     defs = dg.Definitions(assets=build_monitor_assets(ForecastSettings()), resources={"lake": lake,
                                                                                        "model_store": store})
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(forecast_stations.name, ["st"])
-        result = dg.materialize([defs.get_assets_def(k) for k in FORECAST_MONITOR_CHAIN], instance=instance,
-                                resources=defs.resources, partition_key="st", raise_on_error=False)
-        assert result.success
-        observations = [e.event_specific_data.asset_observation for e in result.all_events
-                        if e.event_type_value == "ASSET_OBSERVATION"]
+        return dg.materialize([defs.get_assets_def(k) for k in keys], instance=instance, resources=defs.resources,
+                              partition_key="st", raise_on_error=False, run_config=run_config or {})
+
+
+def test_predictions_skip_with_a_reason_when_the_champion_model_is_gone(lake, store):
+    """The champion's version deleted from the model store: the monitor run says so instead of failing."""
+    _write_released(lake, "st", json.dumps({"current": GOOD_CHAMPION, "history": []}).encode())
+    result = _materialize_monitor(lake, store)
+    assert result.success
+    observations = [e.event_specific_data.asset_observation for e in result.all_events
+                    if e.event_type_value == "ASSET_OBSERVATION"]
     (skipped,) = [o for o in observations if o.asset_key == PREDICTIONS]
     reason = skipped.metadata["skipped"].value
     assert "v1" in reason and "gru" in reason
@@ -215,13 +220,8 @@ def test_a_drift_threshold_that_cannot_work_fails_naming_the_field(lake, store, 
     from aero_assets.keys import DRIFT_REPORT
 
     _write_released(lake, "st", json.dumps({"current": GOOD_CHAMPION, "history": []}).encode())
-    defs = dg.Definitions(assets=build_monitor_assets(ForecastSettings()), resources={"lake": lake,
-                                                                                       "model_store": store})
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(forecast_stations.name, ["st"])
-        result = dg.materialize([defs.get_assets_def(DRIFT_REPORT)], instance=instance, resources=defs.resources,
-                                partition_key="st", raise_on_error=False,
-                                run_config={"ops": {"forecast__drift_report": {"config": {field: value}}}})
+    result = _materialize_monitor(lake, store, [DRIFT_REPORT],
+                                  {"ops": {"forecast__drift_report": {"config": {field: value}}}})
     assert not result.success
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert field in str(failure.event_specific_data.error.message)
@@ -238,16 +238,10 @@ def _monitor(lake, store, monkeypatch, series: pd.Series, release_ts: int, predi
                              metadata={"lookback": 24})
     monkeypatch.setattr(monitoring, "station_hourly", lambda _lake, _station: series)
     monkeypatch.setattr(monitoring, "load_model", lambda *a, **k: loaded)
-    defs = dg.Definitions(assets=build_monitor_assets(ForecastSettings()), resources={"lake": lake,
-                                                                                       "model_store": store})
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(forecast_stations.name, ["st"])
-        result = dg.materialize([defs.get_assets_def(k) for k in FORECAST_MONITOR_CHAIN], instance=instance,
-                                resources=defs.resources, partition_key="st", raise_on_error=False)
-        failures = [e.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-        assert result.success, failures
-        checks = result.get_asset_check_evaluations()
-    return result, checks
+    result = _materialize_monitor(lake, store)
+    failures = [e.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert result.success, failures
+    return result, result.get_asset_check_evaluations()
 
 
 def _hourly(values, start_h: int = 0) -> pd.Series:

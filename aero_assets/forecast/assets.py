@@ -39,7 +39,8 @@ BEATS_CHECK = "beats_baselines"
 CHAMPION_CHECK = "beats_champion"
 
 
-def _iso(ns: int | None) -> str:
+def iso_utc(ns: int | None) -> str:
+    """ISO-8601 UTC of epoch ns ('' for None): the timestamps metadata, tags and reports show."""
     return "" if ns is None else pd.Timestamp(int(ns), tz="UTC").isoformat()
 
 
@@ -194,11 +195,11 @@ def build_training_assets(settings: ForecastSettings) -> list:
         write_bytes_atomic(folder / "training_set.json", json.dumps(meta).encode())
         counts = ts.counts()
         yield dg.MaterializeResult(metadata={
-            "station": station, "window": f"{_iso(meta['first_ts'])} → {_iso(meta['last_ts'])}",
+            "station": station, "window": f"{iso_utc(meta['first_ts'])} → {iso_utc(meta['last_ts'])}",
             "hours": len(series), "observed_hours": observed, "gaps_over_3h": len(holes),
             "duplicates_resolved": meta["duplicates_resolved"],
             **{f"windows_{k}": v for k, v in counts.items()},
-            "validation_from": _iso(ts.boundaries_ns[0]), "test_from": _iso(ts.boundaries_ns[1]),
+            "validation_from": iso_utc(ts.boundaries_ns[0]), "test_from": iso_utc(ts.boundaries_ns[1]),
             "scaler_mean_c": round(ts.mean, 3), "scaler_std_c": round(ts.std, 3),
             "lookback": ts.lookback, "horizon": ts.horizon, "seconds": round(time.perf_counter() - t0, 3),
             "dagster/row_count": len(ts.split)})

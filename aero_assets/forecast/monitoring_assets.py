@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from aero_assets.forecast.assets import load_model, released_champion, station_dir
+from aero_assets.forecast.assets import iso_utc, load_model, released_champion, station_dir
 from aero_assets.forecast.baselines import metrics
 from aero_assets.forecast.champion import next_horizon, one_step_forecasts
 from aero_assets.forecast.dataset import NS_PER_HOUR, hourly, station_series
@@ -36,10 +36,6 @@ from resources.lake import write_bytes_atomic
 
 PREDICTION_COLUMNS = ["target_ts", "forecast", "actual", "error"]
 PLOT_DAYS = 14
-
-
-def _iso(ns) -> str:
-    return "" if ns is None else pd.Timestamp(int(ns), tz="UTC").isoformat()
 
 
 def station_hourly(lake: LakeResource, station: str) -> pd.Series:
@@ -163,20 +159,20 @@ def build_monitor_assets(settings: ForecastSettings) -> list:
         write_parquet_atomic(table, folder / "predictions.parquet")
         write_bytes_atomic(folder / "next_horizon.json", json.dumps(
             {"station": station, "model": champion["kind"], "version": loaded.version,
-             "forecasts": [{"target": _iso(t), "forecast_c": round(float(v), 3)}
+             "forecasts": [{"target": iso_utc(t), "forecast_c": round(float(v), 3)}
                            for t, v in zip(ahead["target_ts"], ahead["forecast"], strict=True)]}).encode())
         scored = preds.dropna(subset=["error"])
         score = metrics(scored["actual"].to_numpy(), scored["forecast"].to_numpy())
         upcoming = preds[preds["actual"].isna()].tail(1)
         return dg.MaterializeResult(metadata={
             "station": station, "champion": champion["kind"], "version": loaded.version,
-            "released_after": _iso(champion["data_last_ts"]), "forecasts": len(preds), "scored": int(score["n"]),
+            "released_after": iso_utc(champion["data_last_ts"]), "forecasts": len(preds), "scored": int(score["n"]),
             "rmse_since_release": float(score["rmse"]), "mae_since_release": float(score["mae"]),
             "val_rmse_at_release": float(champion.get("val_rmse") or float("nan")),
-            "next_forecast_ts": _iso(upcoming["target_ts"].iloc[0]) if len(upcoming) else "",
+            "next_forecast_ts": iso_utc(upcoming["target_ts"].iloc[0]) if len(upcoming) else "",
             "next_forecast_c": float(upcoming["forecast"].iloc[0]) if len(upcoming) else float("nan"),
             "next_horizon": dg.MetadataValue.json(
-                [{"target": _iso(t), "forecast_c": round(float(v), 3)}
+                [{"target": iso_utc(t), "forecast_c": round(float(v), 3)}
                  for t, v in zip(ahead["target_ts"], ahead["forecast"], strict=True)]),
             "dagster/row_count": len(preds),
             "plot": _predictions_plot(station, preds, {}) if len(preds) else dg.MetadataValue.text("no forecasts")})
@@ -214,9 +210,9 @@ def build_monitor_assets(settings: ForecastSettings) -> list:
         (context.log.warning if drift.drifted else context.log.info)(f"{station}: {verdict}")
         yield dg.MaterializeResult(metadata={
             "station": station, "verdict": verdict, "drifted": drift.drifted,
-            "onset": _iso(drift.onset_ts), "alarm": _iso(drift.alarm_ts),
+            "onset": iso_utc(drift.onset_ts), "alarm": iso_utc(drift.alarm_ts),
             "delay_h": (drift.alarm_ts - drift.onset_ts) / NS_PER_HOUR if drift.alarm_ts is not None else float("nan"),
-            "hours_since_release": round(drift.hours_since_release, 1), "last_observation": _iso(drift.last_ts),
+            "hours_since_release": round(drift.hours_since_release, 1), "last_observation": iso_utc(drift.last_ts),
             "psi": float(drift.report["psi"]), "ks": float(drift.report["ks"]), "ks_p": float(drift.report["ks_p"]),
             "input_drift": dg.MetadataValue.json(drift.report["input_reasons"]),
             "champion_degradation": dg.MetadataValue.json(drift.report["degradation_reasons"]),
@@ -227,8 +223,8 @@ def build_monitor_assets(settings: ForecastSettings) -> list:
             check_name=DRIFT_CHECK, asset_key=DRIFT_REPORT, passed=not drift.drifted,
             severity=dg.AssetCheckSeverity.ERROR,
             description=verdict,
-            metadata={"summary": dg.MetadataValue.json(summary), "onset": _iso(drift.onset_ts),
-                      "alarm": _iso(drift.alarm_ts), "station": station})
+            metadata={"summary": dg.MetadataValue.json(summary), "onset": iso_utc(drift.onset_ts),
+                      "alarm": iso_utc(drift.alarm_ts), "station": station})
 
     return [predictions, drift_report]
 
