@@ -33,6 +33,7 @@ rows feed the baseline only).
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy.ndimage import median_filter
 
+from aero_assets.rig import kernels
 from aero_assets.rig.cleaning import join_parts, lex_rig_codes, sort_by_rig_ts, to_numpy
 from aero_assets.rig.schema import CLEAN_SCHEMA
 
@@ -83,77 +85,48 @@ def _edge_pad(seg: np.ndarray, half: int) -> np.ndarray:
     return 2.0 * anchor - seg[4 + half : 4 : -1]
 
 
-def robust_z(x: np.ndarray, bounds: np.ndarray, window: int, epsilon: float) -> np.ndarray:
+def robust_z(
+    x: np.ndarray, bounds: np.ndarray, window: int, epsilon: float, pool: ThreadPoolExecutor | None = None
+) -> np.ndarray:
     """Rolling robust z of `x`, independently within each segment [bounds[i], bounds[i+1]) (one rig each).
 
-    A loop over segments (rigs), each a contiguous slice handed to a median filter: `_median11` for
-    the usual window of 11 (the same values as scipy's, faster), else scipy's C median filter.
+    The compiled kernel (`kernels.robust_z_segments`) does the work, on `pool` in two halves of
+    the rigs when one is given (it releases the GIL); a series holding NaN goes to
+    `robust_z_reference` instead, since its min/max network orders NaN unlike SciPy's filter.
     """
+    if np.isnan(x).any():
+        return robust_z_reference(x, bounds, window, epsilon)
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    z = np.empty(x.size, dtype=np.float64)
+    cut = int(np.searchsorted(bounds, bounds[-1] // 2)) if bounds.size > 2 else 0
+    if pool is None or not 0 < cut < bounds.size - 1:
+        kernels.robust_z_segments(x, bounds, window // 2, epsilon, MAD_TO_SIGMA, z)
+        return z
+    halves = [pool.submit(kernels.robust_z_segments, x, b, window // 2, epsilon, MAD_TO_SIGMA, z)
+              for b in (bounds[: cut + 1], bounds[cut:])]
+    for half in halves:
+        half.result()
+    return z
+
+
+def robust_z_reference(x: np.ndarray, bounds: np.ndarray, window: int, epsilon: float) -> np.ndarray:
+    """`robust_z` by SciPy's median filter, segment by segment: the definition the kernel is tested against."""
     z = np.zeros(x.size, dtype=np.float64)
     half = window // 2
-    fast = 2 * half + 1 == 11 and not np.isnan(x).any()  # (min/max order NaN unlike scipy's filter)
     for lo, hi in itertools.pairwise(bounds):
         seg = x[lo:hi]
         if seg.size < 2:
             continue  # one reading is its own median: z = 0
+        size = min(2 * half + 1, 2 * seg.size - 1)
         if seg.size >= half + 5:
             padded = np.concatenate([_edge_pad(seg, half), seg, _edge_pad(seg[::-1], half)[::-1]])
-            med = _median11(padded) if fast else median_filter(padded, size=2 * half + 1, mode="nearest")[half:-half]
+            med = median_filter(padded, size=2 * half + 1, mode="nearest")[half:-half]
         else:  # too short for the anchored pad: mirror, with the window fitting the mirrored segment
-            med = median_filter(seg, size=min(2 * half + 1, 2 * seg.size - 1), mode="mirror")
-        size = min(2 * half + 1, 2 * seg.size - 1)
+            med = median_filter(seg, size=size, mode="mirror")
         dev = seg - med
-        if fast and seg.size > half:  # scipy's "mirror" is numpy's "reflect" (d c b | a b c d | c b a)
-            mad = _median11(np.pad(np.abs(dev), half, mode="reflect"))
-        else:
-            mad = median_filter(np.abs(dev), size=size, mode="mirror")
+        mad = median_filter(np.abs(dev), size=size, mode="mirror")
         z[lo:hi] = dev / (MAD_TO_SIGMA * mad + epsilon)
     return z
-
-
-_SORT5 = ((0, 1), (3, 4), (2, 4), (2, 3), (0, 3), (0, 2), (1, 4), (1, 3), (1, 2))  # an optimal 5-sorter
-_PAIRS = 8192  # window pairs per block: the block's ~25 temporaries stay in cache
-
-
-def _median11(p: np.ndarray) -> np.ndarray:
-    """median(p[j : j + 11]) for j = 0 .. len(p) - 11: every full window, exactly (values are picked, not computed).
-
-    Windows 2q and 2q + 1 share the ten values p[2q+1 .. 2q+10]; with c4 <= c5 their 5th and 6th
-    smallest, median(window 2q) = clip(p[2q], c4, c5) and median(window 2q+1) = clip(p[2q+11], c4, c5).
-    The ten shared values are the odd-indexed o[q .. q+4] and even-indexed e[q+1 .. q+5]; each five
-    is sorted by a 9-comparator network (element-wise min/max over all q at once), and the k-th
-    smallest of two sorted runs a, b is min over i of max(a[i-1], b[k-i-1]). About 30 vectorised
-    min/max per pair of windows, on blocks that stay in cache, instead of a heap per window.
-    """
-    n_out = p.size - 10
-    if n_out <= 0:
-        return np.empty(0, dtype=np.float64)
-    if n_out % 2:
-        p = np.append(p, p[-1])  # an even number of windows; the extra one is dropped
-    out = np.empty(n_out + n_out % 2, dtype=np.float64)
-    mn, mx = np.minimum, np.maximum
-    for j0 in range(0, out.size, 2 * _PAIRS):
-        q = min(_PAIRS, (out.size - j0) // 2)
-        block = p[j0 : j0 + 2 * q + 10]
-        even, odd = block[0::2], block[1::2]
-        a = _sorted5([odd[k : k + q] for k in range(5)])
-        b = _sorted5([even[k + 1 : k + 1 + q] for k in range(5)])
-        c4 = mn(b[4], a[4])
-        c5 = mx(a[0], b[4])
-        for i in range(1, 5):
-            mn(c4, mx(a[i - 1], b[4 - i]), out=c4)
-            mn(c5, mx(a[i], b[4 - i]), out=c5)
-        out[j0 : j0 + 2 * q : 2] = mx(c4, mn(even[:q], c5))
-        out[j0 + 1 : j0 + 2 * q : 2] = mx(c4, mn(odd[5 : 5 + q], c5))
-    return out[:n_out]
-
-
-def _sorted5(v: list[np.ndarray]) -> list[np.ndarray]:
-    """Element-wise sort of five equal-length arrays (v[0] <= ... <= v[4] afterwards), new arrays."""
-    v = list(v)
-    for i, j in _SORT5:
-        v[i], v[j] = np.minimum(v[i], v[j]), np.maximum(v[i], v[j])
-    return v
 
 
 def _segments(codes: np.ndarray) -> np.ndarray:
@@ -169,10 +142,10 @@ def _reason(
     t_alert_z: np.ndarray,
     p_alert_z: np.ndarray,
     th: Thresholds,
+    rows: np.ndarray,
 ) -> pa.Array:
-    """'temperature z=+7.3; pressure > 1100 hPa' for alerted rows, '' elsewhere; text built only for alerted rows."""
+    """'temperature z=+7.3; pressure > 1100 hPa' for alerted `rows`, '' elsewhere; text built only for those."""
     n = z_t.size
-    rows = np.flatnonzero(t_alert_z | p_alert_z | hot | high)
     if not rows.size:
         return _empty_strings(n)
     parts = []
@@ -235,32 +208,31 @@ def score(
     if n == 0:
         return SCORED_SCHEMA.empty_table()
 
-    codes, _ = lex_rig_codes(clean["rig_id"])
     ts = to_numpy(clean["ts"].cast(pa.int64()))
+    bounds = None if n_ctx else _sorted_segments(clean["rig_id"], ts)
     is_context = None
-    if n_ctx or not _is_sorted(codes, ts):
+    if bounds is None:
+        codes, _ = lex_rig_codes(clean["rig_id"])
         ordered = sort_by_rig_ts(codes, ts)
         clean = clean.take(pa.array(ordered))
-        codes = codes[ordered]
+        bounds = _segments(codes[ordered])
         is_context = ordered < n_ctx  # the context rows came first in the concatenation
-
-    bounds = _segments(codes)
     temp = to_numpy(clean["temperature_c"])
     pres = to_numpy(clean["pressure_hpa"])
-    # Sequential on purpose: scipy's median filter holds the GIL, and two threads measured 2.6x slower.
-    z_t = robust_z(temp, bounds, window, th.temperature_epsilon_c)
-    z_p = robust_z(pres, bounds, window, th.pressure_epsilon_hpa)
+    with ThreadPoolExecutor(2) as pool:  # (the kernel releases the GIL: halves of the rigs side by side)
+        z_t = robust_z(temp, bounds, window, th.temperature_epsilon_c, pool)
+        z_p = robust_z(pres, bounds, window, th.pressure_epsilon_hpa, pool)
 
-    t_z, p_z = np.abs(z_t) > th.temperature_z, np.abs(z_p) > th.pressure_z
-    hot, high = temp > th.temperature_max_c, pres > th.pressure_max_hpa
-    t_alert, p_alert = t_z | hot, p_z | high
+    t_z, p_z, hot, high, t_alert, p_alert, anomaly = kernels.alert_flags(
+        z_t, z_p, temp, pres, th.temperature_z, th.pressure_z, th.temperature_max_c, th.pressure_max_hpa
+    )
     columns = [
         pa.array(z_t),
         pa.array(z_p),
         pa.array(t_alert),
         pa.array(p_alert),
-        pa.array(t_alert | p_alert),
-        _reason(z_t, z_p, hot, high, t_z, p_z, th),
+        pa.array(anomaly),
+        _reason(z_t, z_p, hot, high, t_z, p_z, th, np.flatnonzero(anomaly)),
     ]
     out = pa.Table.from_arrays([*clean.columns, *columns], schema=SCORED_SCHEMA)
     if n_ctx and is_context is not None:
@@ -268,14 +240,19 @@ def score(
     return out
 
 
-def _is_sorted(codes: np.ndarray, ts: np.ndarray) -> bool:
-    """Whether rows are in (rig code, ts) order, so sorted input skips the sort.
+def _sorted_segments(rig_id: pa.ChunkedArray, ts: np.ndarray) -> np.ndarray | None:
+    """Each rig's [start, end) bounds when rows already are in (rig_id, ts) order (as `clean` returns them), else None.
 
-    Comparisons of neighbours (bool temporaries) rather than np.diff (int64 ones): on 10 M rows the
-    cost here is mostly faulting in fresh memory, and a bool array is an eighth of the pages.
+    Neighbouring rig_ids are compared as strings (cheaper than dictionary-encoding them all), the
+    few places where the rig changes are checked to ascend, and ts to ascend within each rig.
     """
-    if codes.size < 2:
-        return True
-    rig_up = codes[1:] > codes[:-1]
-    rig_same = codes[1:] == codes[:-1]
-    return bool(np.all(rig_up | (rig_same & (ts[1:] >= ts[:-1]))))
+    n = len(rig_id)
+    if n < 2:
+        return np.array([0, n], dtype=np.int64)
+    change = pc.not_equal(rig_id.slice(1), rig_id.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(change) + 1
+    if starts.size and not pc.all(pc.greater(rig_id.take(pa.array(starts)), rig_id.take(pa.array(starts - 1)))).as_py():
+        return None
+    if not kernels.sorted_within_runs(ts, change):
+        return None
+    return np.concatenate([[0], starts, [n]]).astype(np.int64)

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from aero_assets.rig import kernels
 from aero_assets.rig.schema import CLEAN_SCHEMA, LANDED_SCHEMA, QUARANTINE_SCHEMA, SIGNALS
 
 _UNIT = {"temperature_c": "°C", "pressure_hpa": "hPa", "uptime_h": "h"}
@@ -48,7 +49,9 @@ class PhysicalBounds:
 
 def _flat(x: pa.ChunkedArray | pa.Array) -> pa.Array:
     """One contiguous array: case_when wants its arguments chunked alike, and a plain array always is."""
-    return x.combine_chunks() if isinstance(x, pa.ChunkedArray) else x
+    if isinstance(x, pa.ChunkedArray):
+        return x.chunk(0) if x.num_chunks == 1 else x.combine_chunks()  # (combine_chunks copies even one chunk)
+    return x
 
 
 def to_numpy(col: pa.ChunkedArray | pa.Array, fill: float | int | None = None) -> np.ndarray:
@@ -66,6 +69,19 @@ def to_numpy(col: pa.ChunkedArray | pa.Array, fill: float | int | None = None) -
         else:
             return col.to_numpy()
     return col.to_numpy(zero_copy_only=False)
+
+
+def values_ignoring_nulls(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A numeric column's data buffer as NumPy, whatever its null slots hold (one chunk: no copy).
+
+    For callers that never read a null row's value (cleaning masks them as missing first), this
+    spares the 80 MB copy per 10 M-row column that filling the nulls would make.
+    """
+    arr = _flat(col)
+    if not arr.null_count or arr.type.bit_width not in (32, 64) or not pa.types.is_floating(arr.type):
+        return to_numpy(arr, 0.0)
+    dtype = np.float64 if arr.type.bit_width == 64 else np.float32
+    return np.frombuffer(arr.buffers()[1], dtype=dtype, count=len(arr), offset=arr.offset * dtype().itemsize)
 
 
 def lex_rig_codes(rig_id: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
@@ -94,38 +110,18 @@ def order_by_rig_ts(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(order, codes[order], ts[order]): rows by (rig code, ts), ties in landing order, only where `keep`.
 
-    One stable radix sort of the rig code as int16 partitions the rows by rig; landed data is
-    nearly in time order per rig, so what is left is to move the few rows whose ts is below the
-    running maximum of their rig (late resends): those are taken out, stably sorted among
-    themselves and merged back after the equal keys before them (`searchsorted(side="right")`),
-    which is exactly the stable sort by (code, ts). When the (code, ts) pair does not fit one
-    int64 key, two stable sorts instead (ts, then code).
+    See `kernels.order_rows`: a counting sort by rig, then only the late rows of each rig moved.
     """
-    small = codes.astype(np.int16 if codes.size == 0 or codes.max() < 32_000 else np.int64)
-    order = np.argsort(small, kind="stable")
-    if keep is not None and not keep.all():
-        order = order[keep[order]]
-    c_p, t_p = np.take(codes, order), np.take(ts, order)
-    if order.size < 2:
-        return order, c_p, t_p
-    t_lo, t_hi = int(t_p.min()), int(t_p.max())
-    c_lo, c_hi = int(c_p[0]), int(c_p[-1])
-    if (c_hi - c_lo + 1) * (t_hi - t_lo + 1) >= 2**62:  # rows already by code: stable by ts, then by code
-        perm = np.argsort(t_p, kind="stable")
-        perm = perm[np.argsort(small[order][perm], kind="stable")]
-        return order[perm], c_p[perm], t_p[perm]
-    key = (c_p - c_lo).astype(np.int64)
-    key *= t_hi - t_lo + 1
-    key += t_p
-    key -= t_lo
-    late = np.zeros(key.size, dtype=bool)
-    late[1:] = key[1:] < np.maximum.accumulate(key)[:-1]
-    if not late.any():
-        return order, c_p, t_p
-    on_time, behind = np.flatnonzero(~late), np.flatnonzero(late)
-    behind = behind[np.argsort(key[behind], kind="stable")]
-    perm = np.insert(on_time, np.searchsorted(key[on_time], key[behind], side="right"), behind)
-    return order[perm], c_p, t_p[perm]  # (rows move only within their rig's run: the codes stay as they are)
+    if keep is None:
+        keep = np.ones(codes.size, dtype=bool)
+    if codes.size == 0 or not keep.any():
+        empty = np.empty(0, dtype=np.int64)
+        return empty, codes[:0], ts[:0]
+    c_min, c_max = int(codes[keep].min()), int(codes[keep].max())
+    order, rig_sorted, ts_sorted, _, _ = kernels.order_rows(
+        codes, np.ascontiguousarray(ts, dtype=np.int64), keep, c_min, c_max - c_min + 1, False
+    )
+    return order, rig_sorted.astype(codes.dtype, copy=False), ts_sorted
 
 
 def _missing_reason(sub: pa.Table) -> pa.Array:
@@ -173,6 +169,24 @@ def clean(table: pa.Table, bounds: PhysicalBounds | None = None) -> tuple[pa.Tab
     if n == 0:
         return CLEAN_SCHEMA.empty_table(), QUARANTINE_SCHEMA.empty_table()
 
+    # Independent steps overlap on a second and third thread: Arrow and the kernels release the GIL.
+    with ThreadPoolExecutor(3) as pool:
+        rig_codes = pool.submit(lex_rig_codes, table["rig_id"])
+        code, values = _row_codes(table, bounds)
+        codes, dictionary = rig_codes.result()
+        ts = to_numpy(table["ts"].cast(pa.int64()), 0)
+        ordered, rig_sorted, ts_sorted, dup_rows, dup_first = kernels.order_rows(
+            codes, ts, code == _CLEAN, 0, max(len(dictionary), 1), True
+        )
+        code[dup_rows] = _DUPLICATE
+        quarantine = pool.submit(_quarantine, table, code, dup_rows, dup_first, bounds)
+        clean_table = _take_clean(pool, table, ordered, rig_sorted, dictionary, ts_sorted, values, ts, code == _CLEAN)
+        return clean_table, quarantine.result()
+
+
+def _row_codes(table: pa.Table, bounds: PhysicalBounds) -> tuple[np.ndarray, dict]:
+    """(code per row: clean, unparseable, missing or impossible; the signals as NumPy, nulls as 0)."""
+    n = table.num_rows
     problems = table["problems"]
     if problems.null_count:  # (landing never sends null problems; a copy of 10 M strings only when it does)
         problems = problems.fill_null("")
@@ -188,29 +202,22 @@ def clean(table: pa.Table, bounds: PhysicalBounds | None = None) -> tuple[pa.Tab
     values = {}
     for name in SIGNALS:
         lo, hi = getattr(bounds, name)
-        values[name] = x = to_numpy(table[name], 0.0)
+        values[name] = x = values_ignoring_nulls(table[name])  # (a null row is missing: its value is never read)
         impossible |= ~((x >= lo) & (x <= hi))  # NaN fails both comparisons: impossible too
     code[(code == _CLEAN) & impossible & ~missing_np] = _IMPOSSIBLE
+    return code, values
 
-    codes, dictionary = lex_rig_codes(table["rig_id"])
-    ts = to_numpy(table["ts"].cast(pa.int64()), 0)
-    ordered, rig_sorted, ts_sorted = order_by_rig_ts(codes, ts, code == _CLEAN)  # reused for the clean columns
-    is_dup = np.zeros(ordered.size, dtype=bool)  # (not concatenate([False], ...): no candidates at all is fine)
-    is_dup[1:] = (rig_sorted[1:] == rig_sorted[:-1]) & (ts_sorted[1:] == ts_sorted[:-1])
-    dup_pos = np.flatnonzero(is_dup)
-    first_of = np.full(n, -1, dtype=np.int64)
-    if dup_pos.size:  # the first of a run of equal keys is the last non-duplicate at or before it
-        firsts = np.flatnonzero(~is_dup)
-        first_of[ordered[dup_pos]] = ordered[firsts[np.searchsorted(firsts, dup_pos, side="right") - 1]]
-        code[ordered[dup_pos]] = _DUPLICATE
-        keep_mask = ~is_dup
-        ordered, rig_sorted, ts_sorted = ordered[keep_mask], rig_sorted[keep_mask], ts_sorted[keep_mask]
-    clean_table = _take_clean(table, ordered, rig_sorted, dictionary, ts_sorted, values, ts, code == _CLEAN)
 
+def _quarantine(
+    table: pa.Table, code: np.ndarray, dup_rows: np.ndarray, dup_first: np.ndarray, bounds: PhysicalBounds
+) -> pa.Table:
+    """The rows that are not clean, in landing order, each with its reason (see the module docstring)."""
     quarantined = np.flatnonzero(code != _CLEAN)
     sub = table.take(pa.array(quarantined))
     sub_code = pa.array(code[quarantined])
-    first_origin = table["origin"].take(pa.array(np.maximum(first_of[quarantined], 0))).fill_null("<unknown origin>")
+    first = np.zeros(quarantined.size, dtype=np.int64)  # the row a duplicate repeats (others: unused)
+    first[np.searchsorted(quarantined, dup_rows)] = dup_first
+    first_origin = table["origin"].take(pa.array(first))
     reason = pc.case_when(
         pc.make_struct(*(pc.equal(sub_code, c) for c in (_UNPARSEABLE, _MISSING, _IMPOSSIBLE, _DUPLICATE))),
         *(
@@ -223,10 +230,11 @@ def clean(table: pa.Table, bounds: PhysicalBounds | None = None) -> tuple[pa.Tab
             )
         ),
     )
-    return clean_table, sub.append_column(QUARANTINE_SCHEMA.field("reason"), reason.fill_null("?"))
+    return sub.append_column(QUARANTINE_SCHEMA.field("reason"), reason.fill_null("?"))
 
 
 def _take_clean(
+    pool: ThreadPoolExecutor,
     table: pa.Table,
     keep: np.ndarray,
     rig_codes: np.ndarray,
@@ -240,26 +248,25 @@ def _take_clean(
 
     `rig_codes` and `ts` are already gathered at `keep`; `values` are the signals in landing order.
 
-    This gather is most of cleaning's cost, so each column takes its cheapest road: numbers are
-    gathered by NumPy from arrays already in hand (ts wrapped without a copy), rig_id is rebuilt
-    from its small dictionary, day from ts (see `_days_from_ts`; `landed_ts` and `is_clean` are in
-    landing order, for its check), and only origin, unique per row, needs Arrow's string take, which runs on a second
-    thread meanwhile (Arrow releases the GIL).
+    Each column takes its cheapest road: numbers are gathered by a kernel from arrays already in
+    hand (ts wrapped without a copy), rig_id is rebuilt from its small dictionary, day from ts
+    (see `_days_from_ts`; `landed_ts` and `is_clean` are in landing order, for its check), and
+    only origin, unique per row, needs Arrow's string take; it and the days run on `pool` meanwhile.
     """
-    with ThreadPoolExecutor(1) as pool:
-        origin = pool.submit(lambda: table["origin"].combine_chunks().take(pa.array(keep)))
-        day = _days_from_ts(table["day"], landed_ts, is_clean, ts)
-        if day is None:  # some clean row's day is not its ts's UTC date: take the landed strings as they are
-            day_enc = pc.dictionary_encode(table["day"]).combine_chunks()
-            day_idx = to_numpy(day_enc.indices, 0)[keep]
-            day = pa.DictionaryArray.from_arrays(pa.array(day_idx), day_enc.dictionary).cast(pa.string())
-        columns = [
-            pa.DictionaryArray.from_arrays(pa.array(rig_codes.astype(np.int32)), dictionary).cast(pa.string()),
-            pa.Array.from_buffers(CLEAN_SCHEMA.field("ts").type, ts.size, [None, pa.py_buffer(ts)]),
-            *(pa.array(np.take(values[name], keep)) for name in SIGNALS),  # (np.take: cheaper than x[keep])
-            origin.result(),
-            day,
-        ]
+    origin = pool.submit(lambda: _flat(table["origin"]).take(pa.array(keep)))
+    days = pool.submit(_days_from_ts, table["day"], landed_ts, is_clean, ts)
+    rig_id = pa.DictionaryArray.from_arrays(pa.array(rig_codes), dictionary).cast(pa.string())
+    signals = [pa.array(kernels.gather(values[name], keep)) for name in SIGNALS]
+    day = days.result()
+    if day is None:  # some clean row's day is not its ts's UTC date: take the landed strings as they are
+        day = _flat(table["day"]).take(pa.array(keep))
+    columns = [
+        rig_id,
+        pa.Array.from_buffers(CLEAN_SCHEMA.field("ts").type, ts.size, [None, pa.py_buffer(ts)]),
+        *signals,
+        origin.result(),
+        day,
+    ]
     return pa.Table.from_arrays(columns, schema=CLEAN_SCHEMA)
 
 
@@ -267,39 +274,27 @@ def _days_from_ts(day: pa.ChunkedArray, landed_ts: np.ndarray, is_clean: np.ndar
     """The clean rows' `day`, built from their int64 `ts` (already in clean order), or None.
 
     For a clean row, landing sets `day` to the UTC date of its ts; that is checked rather than
-    assumed, in landing order and without gathering any strings (every landed day is 10 bytes, and
-    equal, byte for byte, to the date formatted from `landed_ts`, wherever `is_clean`), and None
-    is returned when it does not hold. The days then come from a small table of formatted dates
-    indexed by ts // day, instead of dictionary-encoding and re-gathering 10 M strings.
+    assumed, in landing order and without gathering any strings, and None is returned when it
+    does not hold. The days then come from a small table of formatted dates indexed by
+    ts // day, instead of gathering 10 M strings.
     """
     arr = _flat(day)
-    n = len(arr)
-    if arr.null_count or ts.size == 0 or n >= 2**31 // 10:
+    if arr.null_count or ts.size == 0:
         return None
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=n + 1, offset=4 * arr.offset)
-    start = int(offsets[0])
-    if int(offsets[-1]) - start != 10 * n or not np.all(np.diff(offsets) == 10):
-        return None
-    landed = np.frombuffer(arr.buffers()[2], dtype=np.uint8, count=10 * n, offset=start).reshape(n, 10)
     d_lo, d_hi = int(ts.min()) // NS_PER_DAY, int(ts.max()) // NS_PER_DAY
     if d_hi - d_lo > 1_000_000:
         return None
     dates = np.datetime_as_string(np.arange(d_lo, d_hi + 1).astype("datetime64[D]"), unit="D").astype("S10")
     table = np.frombuffer(dates.tobytes(), dtype=np.uint8).reshape(-1, 10)
-    if table.shape[0] != dates.size:  # (a date that does not format to 10 characters)
+    if any(len(d) != 10 for d in dates.tolist()):  # (a date that does not format to 10 characters)
         return None
-    idx = landed_ts // NS_PER_DAY
-    idx -= d_lo
-    np.clip(idx, 0, dates.size - 1, out=idx)  # (rows that are not clean may be anywhere; they are not checked)
-    expected = np.take(table, idx, axis=0)
-    other = np.flatnonzero(~is_clean)
-    expected[other] = landed[other]
-    if not np.array_equal(expected, landed):
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=4 * arr.offset)
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+    if not kernels.days_match(offsets, data, landed_ts, is_clean, d_lo, table, NS_PER_DAY):
         return None
-    del expected
-    out_idx = ts // NS_PER_DAY
-    out_idx -= d_lo
-    data = np.take(table, out_idx, axis=0)
+    if ts.size >= 2**31 // 10:
+        return None
+    out = kernels.dates_of(ts, d_lo, table, NS_PER_DAY)
     return pa.StringArray.from_buffers(
-        ts.size, pa.py_buffer(np.arange(0, 10 * ts.size + 1, 10, dtype=np.int32)), pa.py_buffer(data)
+        ts.size, pa.py_buffer(np.arange(0, 10 * ts.size + 1, 10, dtype=np.int32)), pa.py_buffer(out)
     )

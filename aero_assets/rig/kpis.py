@@ -1,15 +1,18 @@
 """Daily KPIs per rig from scored readings: what the seed reported, one row per (day, rig).
 
-The scored table is sorted by (rig_id, ts), so each (rig, day) is one contiguous run and every
-KPI is a NumPy reduceat over run boundaries: no groupby, no per-row Python.
+The scored table is sorted by (rig_id, ts), so each (rig, day) is one contiguous run, found by
+comparing neighbours, and one compiled pass (`kernels.kpi_runs`) reduces each: no groupby.
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from aero_assets.rig import kernels
 from aero_assets.rig.cleaning import to_numpy
 from aero_assets.rig.schema import TS_TYPE
 
@@ -41,36 +44,35 @@ def kpis_by_day(scored: pa.Table) -> pa.Table:
     n = scored.num_rows
     if n == 0:
         return KPI_SCHEMA.empty_table()
-    ts = to_numpy(scored["ts"].cast(pa.int64()))
     new_run = np.ones(n, dtype=bool)  # a run starts where rig_id or day differs from the row before
     if n > 1:
-        new_run[1:] = _changes(scored["rig_id"])
-        new_run[1:] |= _changes(scored["day"])
+        with ThreadPoolExecutor(1) as pool:  # (Arrow releases the GIL: both comparisons at once)
+            day_changes = pool.submit(_changes, scored["day"])
+            new_run[1:] = _changes(scored["rig_id"])
+            new_run[1:] |= day_changes.result()
     starts = np.flatnonzero(new_run)
-    ends = np.append(starts[1:], n)
-    counts = ends - starts
-
-    temp = to_numpy(scored["temperature_c"])
-    pres = to_numpy(scored["pressure_hpa"])
-    uptime = to_numpy(scored["uptime_h"])
-    alerts = pc.or_(scored["temperature_alert"], scored["pressure_alert"]).to_numpy(zero_copy_only=False)
-    step = np.diff(uptime, prepend=uptime[0])
-    step[new_run] = 0.0
-    gained = np.add.reduceat(np.clip(step, 0.0, None), starts)
-
+    alert = pc.or_(scored["temperature_alert"], scored["pressure_alert"]).to_numpy(zero_copy_only=False)
+    count, mean_t, min_p, max_p, alerts, gained, first_ts, last_ts = kernels.kpi_runs(
+        starts,
+        to_numpy(scored["ts"].cast(pa.int64())),
+        to_numpy(scored["temperature_c"]),
+        to_numpy(scored["pressure_hpa"]),
+        to_numpy(scored["uptime_h"]),
+        alert,
+    )
     first = pa.array(starts)
     return pa.Table.from_arrays(
         [
             scored["day"].take(first),
             scored["rig_id"].take(first),
-            pa.array(counts.astype(np.int64)),
-            pa.array(np.add.reduceat(temp, starts) / counts),
-            pa.array(np.minimum.reduceat(pres, starts)),
-            pa.array(np.maximum.reduceat(pres, starts)),
-            pa.array(np.add.reduceat(alerts.astype(np.int64), starts)),
+            pa.array(count),
+            pa.array(mean_t),
+            pa.array(min_p),
+            pa.array(max_p),
+            pa.array(alerts),
             pa.array(gained),
-            pa.array(np.minimum.reduceat(ts, starts)).cast(TS_TYPE),
-            pa.array(np.maximum.reduceat(ts, starts)).cast(TS_TYPE),
+            pa.array(first_ts).cast(TS_TYPE),
+            pa.array(last_ts).cast(TS_TYPE),
         ],
         schema=KPI_SCHEMA,
     )
