@@ -19,6 +19,8 @@ from pathlib import Path
 import pyarrow as pa
 from tqdm import tqdm
 
+from aero_assets.memory import keep_freed_memory
+
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 
@@ -33,16 +35,25 @@ def _readings(rows: int, seed: int = 5):
 
 
 def bench_processing(table: pa.Table, repeats: int = 3) -> dict:
+    """Best of `repeats` rounds in one warm worker, as the assets run it (heap kept, kernels compiled).
+
+    The kernels are compiled (or loaded from their cache) on a small slice first, so no round
+    times the compiler; the first round still pays for fresh memory, and its time is reported too.
+    """
     from aero_assets.rig.bench_core import clean_score_kpis
 
-    best = float("inf")
+    keep_freed_memory()
+    clean_score_kpis(table.slice(0, 20_000))
+    rounds = []
     scored = None
     for _ in tqdm(range(repeats), desc="bench rig: clean + score + KPIs", unit="round"):
         t0 = time.perf_counter()
         scored, _ = clean_score_kpis(table)
-        best = min(best, time.perf_counter() - t0)
+        rounds.append(time.perf_counter() - t0)
+    best = min(rounds)
     return {"rows_per_s": round(table.num_rows / best, 1), "processing_seconds": round(best, 3),
-            "rows": table.num_rows}, scored
+            "first_round_rows_per_s": round(table.num_rows / rounds[0], 1),
+            "round_seconds": [round(r, 3) for r in rounds], "rows": table.num_rows}, scored
 
 
 def bench_seed_way(table: pa.Table, sample: int = 5_000) -> dict:

@@ -98,14 +98,18 @@ def robust_z(
         return robust_z_reference(x, bounds, window, epsilon)
     x = np.ascontiguousarray(x, dtype=np.float64)
     z = np.empty(x.size, dtype=np.float64)
+    half = window // 2
+    scratch_size = 3 * (int(np.diff(bounds).max(initial=0)) + 2 * half)
     cut = int(np.searchsorted(bounds, bounds[-1] // 2)) if bounds.size > 2 else 0
     if pool is None or not 0 < cut < bounds.size - 1:
-        kernels.robust_z_segments(x, bounds, window // 2, epsilon, MAD_TO_SIGMA, z)
+        kernels.robust_z_segments(x, bounds, half, epsilon, MAD_TO_SIGMA, z, np.empty(scratch_size))
         return z
-    halves = [pool.submit(kernels.robust_z_segments, x, b, window // 2, epsilon, MAD_TO_SIGMA, z)
-              for b in (bounds[: cut + 1], bounds[cut:])]
-    for half in halves:
-        half.result()
+    halves = [
+        pool.submit(kernels.robust_z_segments, x, b, half, epsilon, MAD_TO_SIGMA, z, np.empty(scratch_size))
+        for b in (bounds[: cut + 1], bounds[cut:])
+    ]
+    for run in halves:
+        run.result()
     return z
 
 
@@ -223,9 +227,11 @@ def score(
         z_t = robust_z(temp, bounds, window, th.temperature_epsilon_c, pool)
         z_p = robust_z(pres, bounds, window, th.pressure_epsilon_hpa, pool)
 
-    t_z, p_z, hot, high, t_alert, p_alert, anomaly = kernels.alert_flags(
-        z_t, z_p, temp, pres, th.temperature_z, th.pressure_z, th.temperature_max_c, th.pressure_max_hpa
+    flags = np.empty((7, n), dtype=bool)
+    kernels.alert_flags(
+        z_t, z_p, temp, pres, th.temperature_z, th.pressure_z, th.temperature_max_c, th.pressure_max_hpa, flags
     )
+    t_z, p_z, hot, high, t_alert, p_alert, anomaly = flags
     columns = [
         pa.array(z_t),
         pa.array(z_p),

@@ -28,6 +28,7 @@ from aero_assets.keys import (
     rig_daily,
 )
 from aero_assets.landing import land_topic
+from aero_assets.memory import keep_freed_memory
 from aero_assets.plots import png_markdown
 from aero_assets.rig.decoder import RigReadingsDecoder
 from aero_assets.rig.landing import count_day_rows, day_files, day_rows, days_of, land_csv
@@ -139,6 +140,7 @@ def build_rig_assets(topics: Topics, limits: RigLimits) -> list:
                        serving: ServingResource):
         from aero_assets.rig.cleaning import clean
 
+        keep_freed_memory()  # (a big day allocates its 10-80 MB columns again and again: keep the pages)
         day = context.partition_key
         files = day_files(lake.path, topic)  # one listing: a landing writing the next file meanwhile is no discrepancy
         rows = day_rows(lake.path, topic, day, files)
@@ -177,6 +179,7 @@ def build_rig_assets(topics: Topics, limits: RigLimits) -> list:
         from aero_assets.rig.anomalies import Thresholds, score
 
         t0 = time.perf_counter()
+        keep_freed_memory()
         day = context.partition_key
         good = _read(_day_dir(lake, RIG_CLEAN, day) / "data.parquet")
         if good is None:

@@ -118,10 +118,21 @@ def order_by_rig_ts(
         empty = np.empty(0, dtype=np.int64)
         return empty, codes[:0], ts[:0]
     c_min, c_max = int(codes[keep].min()), int(codes[keep].max())
-    order, rig_sorted, ts_sorted, _, _ = kernels.order_rows(
-        codes, np.ascontiguousarray(ts, dtype=np.int64), keep, c_min, c_max - c_min + 1, False
-    )
+    order, rig_sorted, ts_sorted, _, _ = ordered_rows(codes, ts, keep, c_min, c_max - c_min + 1, dedup=False)
     return order, rig_sorted.astype(codes.dtype, copy=False), ts_sorted
+
+
+def ordered_rows(
+    codes: np.ndarray, ts: np.ndarray, keep: np.ndarray, c_min: int, n_codes: int, dedup: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`kernels.order_rows` with its outputs allocated here: (order, rig_sorted, ts_sorted, dup_rows, dup_first)."""
+    n = codes.size
+    order, rig_sorted, ts_sorted = np.empty(n, np.int64), np.empty(n, np.int32), np.empty(n, np.int64)
+    codes = np.ascontiguousarray(codes, dtype=np.int32)
+    kept, dup_rows, dup_first = kernels.order_rows(
+        codes, np.ascontiguousarray(ts, dtype=np.int64), keep, c_min, n_codes, dedup, order, rig_sorted, ts_sorted
+    )
+    return order[:kept], rig_sorted[:kept], ts_sorted[:kept], dup_rows, dup_first
 
 
 def _missing_reason(sub: pa.Table) -> pa.Array:
@@ -175,8 +186,8 @@ def clean(table: pa.Table, bounds: PhysicalBounds | None = None) -> tuple[pa.Tab
         code, values = _row_codes(table, bounds)
         codes, dictionary = rig_codes.result()
         ts = to_numpy(table["ts"].cast(pa.int64()), 0)
-        ordered, rig_sorted, ts_sorted, dup_rows, dup_first = kernels.order_rows(
-            codes, ts, code == _CLEAN, 0, max(len(dictionary), 1), True
+        ordered, rig_sorted, ts_sorted, dup_rows, dup_first = ordered_rows(
+            codes, ts, code == _CLEAN, 0, max(len(dictionary), 1), dedup=True
         )
         code[dup_rows] = _DUPLICATE
         quarantine = pool.submit(_quarantine, table, code, dup_rows, dup_first, bounds)
@@ -256,7 +267,11 @@ def _take_clean(
     origin = pool.submit(lambda: _flat(table["origin"]).take(pa.array(keep)))
     days = pool.submit(_days_from_ts, table["day"], landed_ts, is_clean, ts)
     rig_id = pa.DictionaryArray.from_arrays(pa.array(rig_codes), dictionary).cast(pa.string())
-    signals = [pa.array(kernels.gather(values[name], keep)) for name in SIGNALS]
+    signals = []
+    for name in SIGNALS:
+        out = np.empty(keep.size, dtype=np.float64)
+        kernels.gather(values[name], keep, out)
+        signals.append(pa.array(out))
     day = days.result()
     if day is None:  # some clean row's day is not its ts's UTC date: take the landed strings as they are
         day = _flat(table["day"]).take(pa.array(keep))
@@ -294,7 +309,8 @@ def _days_from_ts(day: pa.ChunkedArray, landed_ts: np.ndarray, is_clean: np.ndar
         return None
     if ts.size >= 2**31 // 10:
         return None
-    out = kernels.dates_of(ts, d_lo, table, NS_PER_DAY)
+    out = np.empty(10 * ts.size, dtype=np.uint8)
+    kernels.dates_of(ts, d_lo, table, NS_PER_DAY, out)
     return pa.StringArray.from_buffers(
         ts.size, pa.py_buffer(np.arange(0, 10 * ts.size + 1, 10, dtype=np.int32)), pa.py_buffer(out)
     )

@@ -107,10 +107,10 @@ def _median_full(p: np.ndarray, w: int, out: np.ndarray) -> None:
 
 
 @nb.njit(**_JIT)
-def _mirror_median(seg: np.ndarray, half: int, out: np.ndarray) -> None:
+def _mirror_median(seg: np.ndarray, half: int, out: np.ndarray, scratch: np.ndarray) -> None:
     """SciPy's median_filter(seg, size=2 * half + 1, mode="mirror") (d c b | a b c d | c b a); half < seg.size."""
     m = seg.size
-    p = np.empty(m + 2 * half)
+    p = scratch[: m + 2 * half]
     for k in range(half):
         p[k] = seg[half - k]
         p[half + m + k] = seg[m - 2 - k]
@@ -125,12 +125,20 @@ def _median5(v: np.ndarray) -> float:
 
 @nb.njit(**_JIT)
 def robust_z_segments(
-    x: np.ndarray, bounds: np.ndarray, half: int, epsilon: float, mad_to_sigma: float, z: np.ndarray
+    x: np.ndarray,
+    bounds: np.ndarray,
+    half: int,
+    epsilon: float,
+    mad_to_sigma: float,
+    z: np.ndarray,
+    scratch: np.ndarray,
 ) -> None:
     """Rolling robust z of `x` into `z`, within each segment [bounds[i], bounds[i + 1]) (one rig each).
 
-    Only the segments `bounds` names are written (and z must be zero elsewhere in them for
-    segments of one reading), so threads can share one output, each with its own run of segments.
+    Only the segments `bounds` names are written, so threads can share one output, each with its
+    own run of segments and its own `scratch` (3 x (longest segment + 2 * half) floats). Outputs
+    and scratch come from NumPy on purpose: NumPy asks the kernel for huge pages, Numba's own
+    allocator does not, and faulting in 4 KiB pages cost more than the work.
 
     The same rules as `anomalies.robust_z_reference`: the median over the point-reflected edge pad
     (anchor: the median of the five readings at that end) when the segment holds at least
@@ -144,10 +152,11 @@ def robust_z_segments(
             z[lo:hi] = 0.0  # one reading is its own median: z = 0
             continue
         seg = x[lo:hi]
-        med = np.empty(m)
+        width = m + 2 * half
+        med = scratch[width : width + m]
         small = min(half, m - 1)
         if m >= half + 5:
-            p = np.empty(m + 2 * half)
+            p = scratch[:width]
             a0 = 2.0 * _median5(seg[:5])
             a1 = 2.0 * _median5(seg[m - 5 :])
             for k in range(half):
@@ -156,16 +165,32 @@ def robust_z_segments(
             p[half : half + m] = seg
             _median_full(p, 2 * half + 1, med)
         else:
-            _mirror_median(seg, small, med)
-        dev = seg - med
-        mad = np.empty(m)
-        _mirror_median(np.abs(dev), small, mad)
-        z[lo:hi] = dev / (mad_to_sigma * mad + epsilon)
+            _mirror_median(seg, small, med, scratch)
+        dev = z[lo:hi]  # (z is written last: it holds the deviations meanwhile)
+        absdev = scratch[2 * width : 2 * width + m]
+        for k in range(m):
+            dev[k] = seg[k] - med[k]
+            absdev[k] = abs(dev[k])
+        mad = med  # (the median is no longer needed)
+        _mirror_median(absdev, small, mad, scratch)
+        for k in range(m):
+            dev[k] = dev[k] / (mad_to_sigma * mad[k] + epsilon)
 
 
 @nb.njit(**_JIT)
-def order_rows(codes: np.ndarray, ts: np.ndarray, keep: np.ndarray, c_min: int, n_codes: int, dedup: bool):
-    """(order, rig_sorted, ts_sorted, dup_rows, dup_first): rows where `keep`, by (code, ts), ties in landing order.
+def order_rows(
+    codes: np.ndarray,
+    ts: np.ndarray,
+    keep: np.ndarray,
+    c_min: int,
+    n_codes: int,
+    dedup: bool,
+    order: np.ndarray,
+    rig_sorted: np.ndarray,
+    ts_sorted: np.ndarray,
+):
+    """(kept, dup_rows, dup_first): rows where `keep`, by (code, ts), ties in landing order, into the
+    first `kept` places of order, rig_sorted and ts_sorted (int64, int32, int64; len(codes) each).
 
     A counting sort by rig code (codes are c_min .. c_min + n_codes - 1 where `keep`) puts each rig's rows in
     landing order; landed data is nearly in time order per rig, so within a rig only the rows
@@ -183,15 +208,12 @@ def order_rows(codes: np.ndarray, ts: np.ndarray, keep: np.ndarray, c_min: int, 
     for c in range(n_codes):
         starts[c + 1] += starts[c]
     total = starts[n_codes]
-    order = np.empty(total, dtype=np.int64)
     pos = starts[:n_codes].copy()
     for i in range(n):
         if keep[i]:
             c = codes[i] - c_min
             order[pos[c]] = i
             pos[c] += 1
-    ts_sorted = np.empty(total, dtype=np.int64)
-    rig_sorted = np.empty(total, dtype=np.int32)
     for c in range(n_codes):
         lo, hi = starts[c], starts[c + 1]
         rig_sorted[lo:hi] = c + c_min
@@ -225,8 +247,8 @@ def order_rows(codes: np.ndarray, ts: np.ndarray, keep: np.ndarray, c_min: int, 
                 rig_sorted[w] = rig_sorted[k]
                 ts_sorted[w] = ts_sorted[k]
                 w += 1
-        order, rig_sorted, ts_sorted = order[:w], rig_sorted[:w], ts_sorted[:w]
-    return order, rig_sorted, ts_sorted, dup_rows, dup_first
+        total = w
+    return total, dup_rows, dup_first
 
 
 @nb.njit(**_JIT)
@@ -267,23 +289,19 @@ def _fix_late(order: np.ndarray, ts_sorted: np.ndarray, lo: int, hi: int, late: 
 
 
 @nb.njit(**_JIT)
-def gather(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """x[idx] (the same as np.take, without its temporaries)."""
-    out = np.empty(idx.size, dtype=x.dtype)
+def gather(x: np.ndarray, idx: np.ndarray, out: np.ndarray) -> None:
+    """out[:] = x[idx] (the same as np.take into a NumPy-allocated `out`)."""
     for k in range(idx.size):
         out[k] = x[idx[k]]
-    return out
 
 
 @nb.njit(**_JIT)
-def dates_of(ts: np.ndarray, d_lo: int, dates: np.ndarray, ns_per_day: int) -> np.ndarray:
-    """The 10-byte UTC dates of `ts`, back to back (dates[d] is day d_lo + d), an Arrow string data buffer."""
-    out = np.empty(10 * ts.size, dtype=np.uint8)
+def dates_of(ts: np.ndarray, d_lo: int, dates: np.ndarray, ns_per_day: int, out: np.ndarray) -> None:
+    """The 10-byte UTC dates of `ts` into `out`, back to back (dates[d] is day d_lo + d): a string data buffer."""
     for k in range(ts.size):
         d = ts[k] // ns_per_day - d_lo
         for b in range(10):
             out[10 * k + b] = dates[d, b]
-    return out
 
 
 @nb.njit(**_JIT)
@@ -331,17 +349,11 @@ def alert_flags(
     p_z_limit: float,
     t_max: float,
     p_max: float,
-):
-    """(t_z, p_z, hot, high, t_alert, p_alert, anomaly) per row, in one pass instead of eleven temporaries."""
-    n = z_t.size
-    t_z = np.empty(n, dtype=np.bool_)
-    p_z = np.empty(n, dtype=np.bool_)
-    hot = np.empty(n, dtype=np.bool_)
-    high = np.empty(n, dtype=np.bool_)
-    t_alert = np.empty(n, dtype=np.bool_)
-    p_alert = np.empty(n, dtype=np.bool_)
-    anomaly = np.empty(n, dtype=np.bool_)
-    for i in range(n):
+    out: np.ndarray,
+) -> None:
+    """out[0..6] = t_z, p_z, hot, high, t_alert, p_alert, anomaly per row: one pass, not eleven temporaries."""
+    t_z, p_z, hot, high, t_alert, p_alert, anomaly = out[0], out[1], out[2], out[3], out[4], out[5], out[6]
+    for i in range(z_t.size):
         t_z[i] = abs(z_t[i]) > t_z_limit
         p_z[i] = abs(z_p[i]) > p_z_limit
         hot[i] = temp[i] > t_max
@@ -349,7 +361,6 @@ def alert_flags(
         t_alert[i] = t_z[i] or hot[i]
         p_alert[i] = p_z[i] or high[i]
         anomaly[i] = t_alert[i] or p_alert[i]
-    return t_z, p_z, hot, high, t_alert, p_alert, anomaly
 
 
 @nb.njit(**_JIT)
