@@ -285,6 +285,8 @@ def run_demo(settings: Settings, *, ui_port: int, runs: int, duration_s: float, 
     dagster_home = prepare_dagster_home(settings)
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "AERO_HOME": str(settings.home),
            "AERO_KAFKA_BOOTSTRAP": kafka.bootstrap_servers}
+    if settings.dagster_pg_url:  # (maybe built from AERO_DAGSTER_PG_HOST/...: dagster.yaml reads the URL)
+        env["AERO_DAGSTER_PG_URL"] = settings.dagster_pg_url
     dagster_bin = Path(sys.executable).with_name("dagster")
     cmd = [str(dagster_bin), "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(ui_port)]
     log = (settings.home / "dagster-dev.log").open("ab")

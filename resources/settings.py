@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 ENVIRONMENTS = ("local", "production")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -139,6 +140,29 @@ def bounded_floats(env: Mapping[str, str], variables: Mapping[str, tuple[str, fl
     return values
 
 
+_PG_PARTS = ("AERO_DAGSTER_PG_HOST", "AERO_DAGSTER_PG_PORT", "AERO_DAGSTER_PG_USER", "AERO_DAGSTER_PG_PASSWORD",
+             "AERO_DAGSTER_PG_DB")
+
+
+def _dagster_pg_url_from_parts(env: Mapping[str, str]) -> str | None:
+    """AERO_DAGSTER_PG_URL built from AERO_DAGSTER_PG_HOST/_PORT/_USER/_PASSWORD/_DB, as Helm charts and
+    secret stores hand them out; None when none is set. The host is required once any part is."""
+    given = {name: env[name] for name in _PG_PARTS if env.get(name)}
+    if not given:
+        return None
+    if "AERO_DAGSTER_PG_HOST" not in given:
+        raise SettingsError(
+            f"{', '.join(sorted(given))} set but AERO_DAGSTER_PG_HOST is not: set the host too (or the whole "
+            "AERO_DAGSTER_PG_URL=postgresql+psycopg2://user:password@host:5432/dagster)."
+        )
+    port = _int(env, "AERO_DAGSTER_PG_PORT", 5432, 1, 65535)
+    user = quote(given.get("AERO_DAGSTER_PG_USER", "postgres"), safe="")
+    password = given.get("AERO_DAGSTER_PG_PASSWORD")
+    userinfo = f"{user}:{quote(password, safe='')}" if password else user
+    db = quote(given.get("AERO_DAGSTER_PG_DB", "dagster"), safe="")
+    return f"postgresql+psycopg2://{userinfo}@{given['AERO_DAGSTER_PG_HOST']}:{port}/{db}"
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate all settings; raise `SettingsError` that says what to fix."""
     env = os.environ if env is None else env
@@ -187,7 +211,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 raise SettingsError(f"{var}={value!r} is not a valid Kafka topic name (letters, digits, . _ -).")
             topic_overrides[name] = value
 
-    pg_url = env.get("AERO_DAGSTER_PG_URL") or None
+    pg_url = env.get("AERO_DAGSTER_PG_URL") or _dagster_pg_url_from_parts(env)
     if pg_url and not pg_url.startswith(("postgresql://", "postgresql+psycopg2://")):
         raise SettingsError(
             "AERO_DAGSTER_PG_URL must start with postgresql+psycopg2:// (or postgresql://), "

@@ -46,6 +46,10 @@ def test_both_instance_files_free_the_slots_of_dead_runs_and_retry_them(path):
     assert retries == {"enabled": True, "max_retries": 2, "retry_on_asset_or_op_failure": False}
     local = yaml.safe_load((REPO / "dagster.yaml").read_text())
     assert {k: cfg[k] for k in RECOVERY_KEYS} == {k: local[k] for k in RECOVERY_KEYS}, "same settings everywhere"
+    assert cfg["nux"] == {"enabled": False}, "the first-visit modal would cover the catalog"
+    assert cfg["telemetry"] == {"enabled": False}
+    assert cfg["retention"]["sensor"]["purge_after_days"]["skipped"] >= 1, "sensor ticks must not grow forever"
+    assert cfg["concurrency"]["runs"]["max_concurrent_runs"] >= 1
 
 
 def test_a_dead_worker_is_retried_but_a_failing_asset_is_not():

@@ -39,6 +39,8 @@ def test_topic_names_can_be_overridden_per_topic():
         ({"AERO_KAFKA_PARTITIONS": "0"}, "out of range"),
         ({"AERO_TOPIC_TIRES_RAW": "bad topic!"}, "AERO_TOPIC_TIRES_RAW"),
         ({"AERO_DAGSTER_PG_URL": "mysql://x"}, "postgresql+psycopg2"),
+        ({"AERO_DAGSTER_PG_USER": "dagster"}, "AERO_DAGSTER_PG_HOST"),
+        ({"AERO_DAGSTER_PG_HOST": "db", "AERO_DAGSTER_PG_PORT": "99999"}, "AERO_DAGSTER_PG_PORT"),
     ],
 )
 def test_bad_settings_fail_fast_with_a_message_naming_what_to_fix(env, names):
@@ -54,3 +56,14 @@ def test_sasl_settings_are_accepted_and_the_password_is_not_in_repr():
     })
     assert s.kafka.sasl_username == "aero"
     assert "s3cret" not in repr(s)
+
+
+def test_dagster_postgres_storage_can_be_given_in_parts_and_the_url_wins():
+    parts = {"AERO_DAGSTER_PG_HOST": "db.internal", "AERO_DAGSTER_PG_USER": "dag ster",
+             "AERO_DAGSTER_PG_PASSWORD": "p@ss/word", "AERO_DAGSTER_PG_DB": "dagster_prod"}
+    url = load_settings(parts).dagster_pg_url
+    assert url == "postgresql+psycopg2://dag%20ster:p%40ss%2Fword@db.internal:5432/dagster_prod"
+    assert "p@ss" not in repr(load_settings(parts))
+    whole = "postgresql+psycopg2://u@h:5433/d"
+    assert load_settings({**parts, "AERO_DAGSTER_PG_URL": whole}).dagster_pg_url == whole
+    assert load_settings({}).dagster_pg_url is None
