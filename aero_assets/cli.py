@@ -139,6 +139,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     vehicles=args.vehicles, f1_laps=args.f1_laps, rigs=args.rigs, weather_speed=args.weather_speed)
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    import os
+
+    import dagster as dg
+
+    from aero_assets.backfill import BackfillError, partition_keys, submit_backfill, wait_for_backfill
+    from aero_assets.definitions import defs
+    from aero_assets.stack import prepare_dagster_home
+
+    settings = load_settings()
+    os.environ.setdefault("DAGSTER_HOME", str(prepare_dagster_home(settings)))
+    names = [n for n in args.partitions.split(",") if n] if args.partitions else None
+    with dg.DagsterInstance.get() as instance:
+        try:
+            keys = partition_keys(args.domain, instance, args.start, args.end, None if args.all else names)
+        except BackfillError as exc:
+            print(f"aero backfill: {exc}", file=sys.stderr)
+            return 2
+        backfill_id = submit_backfill(instance, defs.get_repository_def(), args.domain, keys)
+        print(f"aero backfill: {args.domain}, {len(keys)} partition(s) {keys[0]} .. {keys[-1]}: backfill {backfill_id}"
+              f" (the daemon runs it; UI: /runs/b/{backfill_id}, DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+        if not args.wait:
+            return 0
+        status = wait_for_backfill(instance, backfill_id, args.wait)
+        print(f"aero backfill: {backfill_id} {status.value}")
+        return 0 if status.value in ("COMPLETED_SUCCESS", "COMPLETED") else 1
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.name == "ingest":
         from aero_assets.bench.ingest import bench_ingest
@@ -389,6 +417,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--weather-speed", type=float, default=1800.0,
                    help="simulated weather time per real second (1800: an hour every 2 s; 0: no weather stations)")
     d.set_defaults(fn=cmd_demo)
+
+    bf = sub.add_parser("backfill", help="re-run a domain's chain over a range of partitions (one Dagster backfill, "
+                                         "run by the daemon)")
+    bf.add_argument("domain", choices=["tires", "rig", "windtunnel", "forecast", "forecast-training"])
+    bf.add_argument("--from", dest="start", help="first partition: a day (2026-03-01) or an hour (2026-03-01-05:00)")
+    bf.add_argument("--to", dest="end", help="last partition, inclusive (default: --from)")
+    bf.add_argument("--partitions", help="named partitions (runs, stations), comma-separated")
+    bf.add_argument("--all", action="store_true", help="every partition of a named (dynamic) domain")
+    bf.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                    help="wait up to this long for the backfill to finish (exit code 1 unless it succeeded)")
+    bf.set_defaults(fn=cmd_backfill)
 
     be = sub.add_parser("bench", help="measure Aero against its baseline; last line is JSON")
     be.add_argument("name", choices=["ingest", "qc", "windtunnel", "tires", "f1", "rig", "forecast"])

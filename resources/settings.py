@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 ENVIRONMENTS = ("local", "production")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -78,6 +79,7 @@ class Settings:
     topics: Topics
     dagster_pg_url: str | None = field(default=None, repr=False)
     serving_pg_url: str | None = field(default=None, repr=False)
+    nightly_timezone: str = "UTC"  # the `nightly_reprocessing` schedule's clock (02:00 there)
 
     @property
     def lake_dir(self) -> Path:
@@ -225,6 +227,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"postgresql://grafana@127.0.0.1:5432/aero (got one starting {serving_url.split(':', 1)[0]!r})."
         )
 
+    nightly_tz = (env.get("AERO_NIGHTLY_TIMEZONE") or "UTC").strip()
+    try:
+        ZoneInfo(nightly_tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise SettingsError(
+            f"AERO_NIGHTLY_TIMEZONE={nightly_tz!r} is not an IANA time zone; use a name such as UTC, "
+            "Europe/London or America/New_York."
+        ) from exc
+
     return Settings(
         env=mode,
         home=Path(env.get("AERO_HOME") or ".aero").expanduser().absolute(),
@@ -240,4 +251,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         topics=Topics(**topic_overrides),
         dagster_pg_url=pg_url,
         serving_pg_url=serving_url,
+        nightly_timezone=nightly_tz,
     )
