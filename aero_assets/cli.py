@@ -167,6 +167,18 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         return 0 if status.value in ("COMPLETED_SUCCESS", "COMPLETED") else 1
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from aero_assets.doctor import report, run_checks
+
+    findings = run_checks(load_settings(), ui_port=args.ui_port)
+    if args.json:
+        print(json.dumps([f.__dict__ for f in findings]))
+        return 1 if any(f.status == "FAIL" for f in findings) else 0
+    text, code = report(findings)
+    print(text)
+    return code
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.name == "ingest":
         from aero_assets.bench.ingest import bench_ingest
@@ -428,6 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                     help="wait up to this long for the backfill to finish (exit code 1 unless it succeeded)")
     bf.set_defaults(fn=cmd_backfill)
+
+    dr = sub.add_parser("doctor", help="check broker, instance storage, lake, disk, versions and stale processes on "
+                                       "Aero's ports; exit code 1 when something must be fixed")
+    dr.add_argument("--ui-port", type=int, default=3000, help="the Dagster UI port to check")
+    dr.add_argument("--json", action="store_true", help="the findings as JSON")
+    dr.set_defaults(fn=cmd_doctor)
 
     be = sub.add_parser("bench", help="measure Aero against its baseline; last line is JSON")
     be.add_argument("name", choices=["ingest", "qc", "windtunnel", "tires", "f1", "rig", "forecast"])
