@@ -28,7 +28,7 @@ from dagster._core.test_utils import create_run_for_test
 
 from aero_assets.keys import RAW_RUN, RUN_EXPORT, WINDTUNNEL_LANDING_POOL
 from aero_assets.landing import LANDING_GROUP
-from aero_assets.windtunnel.assets import COUNT_CHECK
+from aero_assets.windtunnel.assets import COUNT_CHECK, LANDING_PAUSE_POINT
 from resources.embedded_broker import stop_process_group
 from tests.conftest import REPO, wait_for
 
@@ -106,7 +106,8 @@ def test_a_sigkilled_landing_run_frees_its_slot_and_is_retried_without_loss_or_d
     fast_copy_of_repo_instance(dagster_home)
     marker = tmp_path / "paused-before-commit"
     env = {**os.environ, "AERO_HOME": str(home), "AERO_KAFKA_BOOTSTRAP": broker.bootstrap,
-           "DAGSTER_HOME": str(dagster_home), "AERO_TEST_PAUSE_BEFORE_COMMIT": str(marker),
+           "DAGSTER_HOME": str(dagster_home), "AERO_TEST_PAUSE_AT": LANDING_PAUSE_POINT,
+           "AERO_TEST_PAUSE_MARKER": str(marker),
            # the auto-retry daemon reads new run failures every 5 s by default
            "DAGSTER_EVENT_LOG_CONSUMER_DAEMON_INTERVAL_SECONDS": "1"}
 
@@ -199,3 +200,73 @@ def test_a_sigkilled_landing_run_frees_its_slot_and_is_retried_without_loss_or_d
     assert offsets.tolist() == list(range(offsets.size)), "every message of the topic landed"
     raw_file = pq.read_table(home / "lake" / "windtunnel" / "raw_run" / f"run_id={run_id}" / "data.parquet")
     assert raw_file.num_rows == SAMPLES
+
+
+@pytest.mark.broker
+@pytest.mark.daemon
+def test_a_sigkilled_domain_run_is_retried_and_its_day_ends_balanced_with_no_duplicate(tmp_path, broker, settings):
+    """A rig day's chain killed between its clean and quarantine files (the clean file of the killed run on
+    disk, the quarantine not): marked failed, retried by itself, and the day ends with every input row once,
+    clean or quarantined, its checks passed, nobody clicking."""
+    from aero_assets.keys import RIG_CLEAN, RIG_KPIS, RIG_LANDING_POOL
+    from aero_assets.rig.assets import BALANCE_CHECK, CLEAN_PAUSE_POINT
+
+    home = settings.home
+    dagster_home = home / "dagster"
+    dagster_home.mkdir(parents=True)
+    fast_copy_of_repo_instance(dagster_home)
+    marker = tmp_path / "paused-between-files"
+    env = {**os.environ, "AERO_HOME": str(home), "AERO_KAFKA_BOOTSTRAP": broker.bootstrap,
+           "DAGSTER_HOME": str(dagster_home), "AERO_TEST_PAUSE_AT": CLEAN_PAUSE_POINT,
+           "AERO_TEST_PAUSE_MARKER": str(marker), "DAGSTER_EVENT_LOG_CONSUMER_DAEMON_INTERVAL_SECONDS": "1"}
+    inbox = home / "inbox" / "rig"
+    inbox.mkdir(parents=True)
+    lines = [f"2026-11-29T{h:02d}:{m:02d}:00Z,{55 + m % 7 * 0.1:.1f},1010.0,{100 + h:.1f}"
+             for h in range(3) for m in range(0, 60, 6)]
+    lines += [lines[4], "2026-11-29T05:00:00Z,hot,1010.0,105.0"]  # a duplicate and an unparseable value
+    (inbox / "rig-07__nov29.csv").write_text("timestamp,temperature,pressure,uptime\n" + "\n".join(lines) + "\n")
+    day = "2026-11-29"
+
+    with dg.DagsterInstance.from_config(str(dagster_home)):
+        pass  # (storage created before the daemon: see tests/test_daemon_e2e.py)
+    log = (tmp_path / "daemon.log").open("wb")
+    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+                              env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            wait_for(lambda: marker.exists() and marker.read_text().endswith("\n"), timeout=180, interval=0.2,
+                     what="the day's chain to reach the point between its clean and quarantine files")
+            pid, paused_day = marker.read_text().split()
+            assert paused_day == day
+            [killed] = [r for r in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+                        if r.tags.get("dagster/partition") == day]
+            assert (home / "lake" / "rig" / "clean_readings" / f"day={day}" / "data.parquet").exists()
+            assert not (home / "lake" / "rig" / "quarantine" / f"day={day}" / "data.parquet").exists()
+            os.kill(int(pid), signal.SIGKILL)
+
+            wait_for(lambda: instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE,
+                     timeout=30, what="the killed run to be marked failed")
+
+            def retry():
+                runs = instance.get_runs(dg.RunsFilter(tags={"dagster/parent_run_id": killed.run_id}))
+                return runs[0] if runs and runs[0].is_finished else None
+
+            retried = wait_for(retry, timeout=180, interval=0.5, what="run_retries to re-run the killed day")
+            assert retried.status == dg.DagsterRunStatus.SUCCESS
+            for key in (RIG_CLEAN, RIG_KPIS):
+                recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=10).records
+                assert [r.run_id for r in recs if r.partition_key == day] == [retried.run_id], key
+            check = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(RIG_CLEAN, BALANCE_CHECK))
+            assert check.run_id == retried.run_id and check.event.asset_check_evaluation.passed
+            info = instance.event_log_storage.get_concurrency_info(RIG_LANDING_POOL)
+            assert not info.claimed_slots and not info.pending_steps
+    finally:
+        stop_process_group(daemon)
+
+    lake = home / "lake" / "rig"
+    clean = pq.read_table(lake / "clean_readings" / f"day={day}" / "data.parquet")
+    quarantined = pq.read_table(lake / "quarantine" / f"day={day}" / "data.parquet")
+    assert clean.num_rows + quarantined.num_rows == len(lines), "every input row once: clean or quarantined"
+    assert clean.num_rows == 30 and quarantined.num_rows == 2
+    keys = pc.binary_join_element_wise(clean["rig_id"], pc.cast(clean["ts"].cast(pa.int64()), pa.string()), "@")
+    assert pc.count_distinct(keys).as_py() == clean.num_rows, "no duplicate reading"

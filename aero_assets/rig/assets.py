@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from aero_assets import crash_points
 from aero_assets.keys import (
     RIG,
     RIG_ANOMALIES,
@@ -39,6 +40,7 @@ from resources import KafkaResource, LakeResource, ServingResource, ServingUnava
 BALANCE_CHECK = "clean_plus_quarantined_equals_input"
 QUARANTINE_CHECK = "quarantine_rate_under_limit"
 KPI_CHECK = "kpis_for_every_active_rig"
+CLEAN_PAUSE_POINT = "rig/clean_readings:between_files"  # test-only crash window (aero_assets/crash_points.py)
 EXPORT_COLUMNS = ["ts", "rig_id", "temperature_c", "pressure_hpa", "uptime_h", "temperature_zscore",
                   "pressure_zscore", "temperature_alert", "pressure_alert"]
 
@@ -146,6 +148,7 @@ def build_rig_assets(topics: Topics, limits: RigLimits) -> list:
         rows = day_rows(lake.path, topic, day, files)
         good, quarantined = clean(rows)
         write_parquet_atomic(good, _day_dir(lake, RIG_CLEAN, day) / "data.parquet")
+        crash_points.pause_at(CLEAN_PAUSE_POINT, day)  # (tests kill the run here: clean written, quarantine not)
         write_parquet_atomic(quarantined, _day_dir(lake, "rig/quarantine", day) / "data.parquet")
         landed = count_day_rows(lake.path, topic, day, files)
         n_clean = pq.ParquetFile(_day_dir(lake, RIG_CLEAN, day) / "data.parquet").metadata.num_rows

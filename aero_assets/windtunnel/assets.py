@@ -1,9 +1,7 @@
 """Dagster wiring of the wind-tunnel landing: `windtunnel/raw_run` and its blocking check."""
 
 
-import os
 import time
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -11,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from aero_assets import crash_points
 from aero_assets.codec import RunEventsDecoder, WindtunnelSamplesDecoder
 from aero_assets.keys import (
     RAW_RUN,
@@ -27,6 +26,8 @@ from aero_assets.windtunnel.raw_runs import assemble_samples, read_run_events, r
 from resources import KafkaResource, LakeResource, Topics, write_parquet_atomic
 
 COUNT_CHECK = "sample_count_matches_run_finished"
+# a samples landing's files are durable, its offsets not yet committed (tests/test_run_recovery.py kills it here)
+LANDING_PAUSE_POINT = "windtunnel/raw_run:before_commit"
 COMPLETE_KEY, ATTEMPT_KEY = "aero.complete", "aero.attempt_started_ns"  # Parquet schema metadata of raw_run
 PLOT_CHANNELS = ("FLOW_V", "FB_FZ", "FB_FX", "PT_01")
 
@@ -72,7 +73,7 @@ def build_windtunnel_landing(topics: Topics) -> list:
         t0 = time.perf_counter()
         landed_events = land_topic(kafka, lake.path, runs_topic, RunEventsDecoder())
         landed_samples = land_topic(kafka, lake.path, samples_topic, WindtunnelSamplesDecoder(),
-                                    before_commit=_test_pause_before_commit())
+                                    before_commit=crash_points.hook(LANDING_PAUSE_POINT, lambda files: str(len(files))))
         for res in (landed_events, landed_samples):
             context.log.info(
                 f"landed {res.messages} messages ({res.rows} rows) from {res.topic}"
@@ -172,30 +173,6 @@ def _holds_complete_run(path) -> bool:
     except (FileNotFoundError, OSError, pa.ArrowInvalid):
         return False
     return meta.get(COMPLETE_KEY.encode()) == b"true"
-
-
-def _test_pause_before_commit():
-    """Test-only crash window for tests/test_run_recovery.py; None (no effect) unless the variable is set.
-
-    `AERO_TEST_PAUSE_BEFORE_COMMIT` names a marker file. The first samples landing that finds no marker
-    creates it, writes its pid, and sleeps after its files are durable and before its offsets are
-    committed, so a test can SIGKILL the run worker exactly there. Later landings see the marker and
-    do not pause.
-    """
-    marker = os.environ.get("AERO_TEST_PAUSE_BEFORE_COMMIT")
-    if not marker:
-        return None
-
-    def pause(files: list[Path]) -> None:
-        try:
-            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()} {len(files)}\n")
-        time.sleep(60)
-
-    return pause
 
 
 def _plot(samples: pa.Table, started_ns: int | None, run_id: str) -> dg.MetadataValue:
