@@ -91,10 +91,11 @@ def robust_z(
     """Rolling robust z of `x`, independently within each segment [bounds[i], bounds[i+1]) (one rig each).
 
     The compiled kernel (`kernels.robust_z_segments`) does the work, on `pool` in two halves of
-    the rigs when one is given (it releases the GIL); a series holding NaN goes to
-    `robust_z_reference` instead, since its min/max network orders NaN unlike SciPy's filter.
+    the rigs when one is given (it releases the GIL); a series holding NaN or +-inf goes to
+    `robust_z_reference` instead, since its min/max network orders NaN unlike SciPy's filter
+    (an inf makes NaN inside: x - median is inf - inf, and so is the edge pad 2 * anchor - x).
     """
-    if np.isnan(x).any():
+    if not np.isfinite(x).all():
         return robust_z_reference(x, bounds, window, epsilon)
     x = np.ascontiguousarray(x, dtype=np.float64)
     z = np.empty(x.size, dtype=np.float64)

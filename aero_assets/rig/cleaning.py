@@ -228,7 +228,7 @@ def _quarantine(
     sub_code = pa.array(code[quarantined])
     first = np.zeros(quarantined.size, dtype=np.int64)  # the row a duplicate repeats (others: unused)
     first[np.searchsorted(quarantined, dup_rows)] = dup_first
-    first_origin = table["origin"].take(pa.array(first))
+    first_origin = table["origin"].take(pa.array(first)).fill_null("<unknown origin>")  # (as before the kernels)
     reason = pc.case_when(
         pc.make_struct(*(pc.equal(sub_code, c) for c in (_UNPARSEABLE, _MISSING, _IMPOSSIBLE, _DUPLICATE))),
         *(

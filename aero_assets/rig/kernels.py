@@ -143,7 +143,7 @@ def robust_z_segments(
     The same rules as `anomalies.robust_z_reference`: the median over the point-reflected edge pad
     (anchor: the median of the five readings at that end) when the segment holds at least
     half + 5 readings, else over a mirror with the window shrunk to fit; the MAD over a mirror.
-    x must hold no NaN (the caller falls back to the reference then).
+    x must hold no NaN or inf (the caller falls back to the reference then).
     """
     for s in range(bounds.size - 1):
         lo, hi = bounds[s], bounds[s + 1]
