@@ -7,8 +7,10 @@ here makes one pass per output with no temporaries beyond its output, and releas
 (`nogil`), so callers run independent columns or rigs on threads. No OpenMP (`parallel=True`)
 on purpose: GNU OpenMP aborts a process that forks after using it, and Dagster's workers fork.
 
-Every kernel is exact: medians pick values, arithmetic is the same IEEE operations in the same
-order as the reference NumPy/SciPy code (no fastmath), and the tests compare bit for bit.
+The z-scores are exact: medians pick values and the arithmetic is the same IEEE operations in the
+same order as the SciPy reference (no fastmath); the tests compare them bit for bit (but for the
+sign of a zero where a window holds both -0.0 and 0.0). KPI means add a run's readings in order,
+so they may differ from NumPy's pairwise sums in the last digit.
 `cache=True` keeps the compiled code next to this file, so only the first process compiles.
 """
 
