@@ -52,6 +52,7 @@ def warehouse_views(lake: LakeResource, topics: Topics) -> list[ViewSpec]:
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
+    from sensors.housekeeping import run_retention, run_retention_schedule
     from sensors.nightly import build_nightly_schedule
     from sensors.warehouse_views import build_warehouse_views_sensor
 
@@ -62,7 +63,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         rig.build_defs(settings.topics),
         forecast.build_defs(settings.topics),
         dg.Definitions(sensors=[build_warehouse_views_sensor(lambda lake: warehouse_views(lake, settings.topics))],
-                       schedules=[build_nightly_schedule(settings.nightly_timezone)]),
+                       schedules=[build_nightly_schedule(settings.nightly_timezone), run_retention_schedule],
+                       jobs=[run_retention]),
         # one process per run, steps in order: a chain of six steps pays the code-load cost once
         # (pools still apply in-process, so two landings of one topic never overlap)
         dg.Definitions(resources=build_resources(settings), executor=dg.in_process_executor),

@@ -145,3 +145,22 @@ def test_aero_backfill_asks_the_daemon_for_a_range_of_days_as_one_asset_backfill
                            (("rig", None, None, None), "--from")):
             with pytest.raises(BackfillError, match=match):
                 partition_keys(bad[0], instance, *bad[1:])
+
+
+def test_run_retention_deletes_finished_runs_and_never_one_in_flight():
+    from dagster._core.test_utils import create_run_for_test
+
+    from sensors.housekeeping import run_retention
+
+    with dg.instance_for_test() as instance:
+        done = [create_run_for_test(instance, job_name="j", status=s).run_id
+                for s in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)]
+        running = create_run_for_test(instance, job_name="j", status=dg.DagsterRunStatus.STARTED).run_id
+        result = run_retention.execute_in_process(
+            instance=instance, run_config={"ops": {"purge_old_runs": {"config": {"older_than_days": 0}}}})
+        assert result.success and result.output_for_node("purge_old_runs") == 2
+        assert all(instance.get_run_by_id(r) is None for r in done)
+        assert instance.get_run_by_id(running) is not None
+        assert instance.get_run_by_id(result.run_id) is not None, "the purge keeps its own run"
+        kept = run_retention.execute_in_process(instance=instance)  # the default: 90 days
+        assert kept.output_for_node("purge_old_runs") == 0
