@@ -179,6 +179,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aero_assets.serve.app import serve
+
+    serve(load_settings(), host=args.host, port=args.port)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.name == "ingest":
         from aero_assets.bench.ingest import bench_ingest
@@ -446,6 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--ui-port", type=int, default=3000, help="the Dagster UI port to check")
     dr.add_argument("--json", action="store_true", help="the findings as JSON")
     dr.set_defaults(fn=cmd_doctor)
+
+    sv = sub.add_parser("serve", help="the read API (FastAPI; OpenAPI docs at /docs) over the lake, read-only")
+    sv.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.set_defaults(fn=cmd_serve)
 
     be = sub.add_parser("bench", help="measure Aero against its baseline; last line is JSON")
     be.add_argument("name", choices=["ingest", "qc", "windtunnel", "tires", "f1", "rig", "forecast"])

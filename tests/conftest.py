@@ -117,3 +117,12 @@ def serving_pg_url() -> Iterator[str]:
     finally:
         conn.cursor().execute(f"DROP DATABASE {name} WITH (FORCE)")
         conn.close()
+
+
+@pytest.fixture(scope="session")
+def production(tmp_path_factory):
+    """The production topology with every domain landed (tests/topology.py), shared by the tests that read it."""
+    from tests.topology import landed_stack
+
+    with landed_stack(tmp_path_factory.mktemp("topology")) as stack:
+        yield stack

@@ -109,7 +109,7 @@ def _publish_every_domain(stack_env: dict, home: Path) -> dict:
                            "--session", "topobad", "--fault-rate", "0.5", "--seed", "2").strip().splitlines()[-1])
     _aero(stack_env, "simulate", "tires", "--vehicles", "2", "--duration", "120", "--fast", "--seed", "3")
     _aero(stack_env, "simulate", "f1", "--laps", "1", "--session", "topo-f1", "--seed", "4")
-    _aero(stack_env, "simulate", "weather", "--station", "topo-calm", "--mode", "calm", "--days", "5",
+    _aero(stack_env, "simulate", "weather", "--station", "topo-calm", "--mode", "calm", "--days", "12",
           "--seed", "5")
     inbox = home / "inbox" / "rig"
     inbox.mkdir(parents=True, exist_ok=True)
@@ -174,3 +174,30 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 2.0):
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+LANDED = {"windtunnel/run_export": "good_run", "windtunnel/qc_report": "failed_run", "tires/fleet_status": None,
+          "f1/published_laps": "f1_session", "rig/kpis": "rig_day", "forecast/model_evaluation": "weather_station"}
+_STATE = """query ($keys: [AssetKeyInput!]) { assetNodes(assetKeys: $keys) {
+  assetKey { path } assetMaterializations(limit: 20) { partition } } }"""
+
+
+@contextlib.contextmanager
+def landed_stack(root: Path, timeout: float = 420) -> Iterator[Stack]:
+    """`production_stack` once every domain's chain has run by itself (read through GraphQL)."""
+    with production_stack(root) as s:
+        def everything_landed():
+            nodes = s.graphql(_STATE, {"keys": [{"path": k.split("/")} for k in LANDED]})["assetNodes"]
+            done = {"/".join(n["assetKey"]["path"]): {m["partition"] for m in n["assetMaterializations"]}
+                    for n in nodes}
+            missing = [k for k, attr in LANDED.items()
+                       if not done.get(k) or (attr and getattr(s, attr) not in done[k])]
+            return not missing or None
+
+        try:
+            wait_until(everything_landed, timeout=timeout, what="every domain's chain to run by itself")
+        except AssertionError:
+            for log in sorted(s.logs.glob("*.log")):  # what the processes said, for whoever reads the failure
+                print(f"--- {log.name} (tail)\n{log.read_text(errors='replace')[-3000:]}")
+            raise
+        yield s

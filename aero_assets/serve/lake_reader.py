@@ -1,0 +1,248 @@
+"""Read-only views of the lake for the API: Parquet read directly, never a DuckDB write lock.
+
+Every function takes the lake root and validated arguments and returns plain Python or Arrow data;
+the HTTP layer (app.py) only validates, pages and serialises. A partition folder is found by its
+name (`run_id=<id>`, `day=<day>`, ...) built from an id that `aero_assets.ids.validate_id` passed,
+so no request text becomes a path unchecked.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from aero_assets.ids import validate_id
+
+NS = 1_000_000_000
+
+
+class NotFound(LookupError):
+    """The thing asked for does not exist (a 404, with this message)."""
+
+
+def _parts(root: Path, *asset: str) -> list[tuple[str, Path]]:
+    """(partition value, data.parquet) of an asset's partitions, sorted by value."""
+    base = root.joinpath(*asset)
+    if not base.is_dir():
+        return []
+    out = []
+    for d in base.iterdir():
+        if "=" in d.name and (d / "data.parquet").is_file():
+            out.append((d.name.split("=", 1)[1], d / "data.parquet"))
+    return sorted(out)
+
+
+def _part(root: Path, key: str, value: str, *asset: str, what: str = "run") -> Path:
+    validate_id(value, what)
+    path = root.joinpath(*asset, f"{key}={value}", "data.parquet")
+    if not path.is_file():
+        raise NotFound(f"no {'/'.join(asset)} for {what} {value!r}")
+    return path
+
+
+# -- wind tunnel ---------------------------------------------------------------------------------------------
+
+def windtunnel_runs(root: Path, exports_root: Path) -> list[dict]:
+    """Every landed run with its QC status (pass/warn/fail, or unchecked) and how far it got."""
+    qc = {run: path for run, path in _parts(root, "windtunnel", "qc_report")}
+    processed = {run for run, _ in _parts(root, "windtunnel", "processed_run")}
+    metrics = {run for run, _ in _parts(root, "windtunnel", "aero_metrics")}
+    runs = []
+    for run, raw in _parts(root, "windtunnel", "raw_run"):
+        status, failed = "unchecked", None
+        if run in qc:
+            table = pq.read_table(qc[run], columns=["status", "run_status"])
+            status = table["run_status"][0].as_py() if table.num_rows else "unchecked"
+            failed = int(pc.sum(pc.equal(table["status"], "fail")).as_py() or 0)
+        runs.append({"run_id": run, "qc_status": status, "channels_failed": failed,
+                     "samples": pq.ParquetFile(raw).metadata.num_rows, "processed": run in processed,
+                     "measured": run in metrics, "released": (exports_root / run / "processed.csv").is_file()})
+    return runs
+
+
+def windtunnel_run(root: Path, exports_root: Path, run_id: str) -> dict:
+    """One run: its QC per channel and its aero metrics."""
+    runs = {r["run_id"]: r for r in windtunnel_runs(root, exports_root)}
+    validate_id(run_id)
+    if run_id not in runs:
+        raise NotFound(f"no wind-tunnel run {run_id!r}")
+    out = dict(runs[run_id])
+    qc_path = root / "windtunnel" / "qc_report" / f"run_id={run_id}" / "data.parquet"
+    if qc_path.is_file():
+        cols = ["channel", "category", "status", "reasons", "samples", "spike_count", "max_gap_s"]
+        out["qc"] = pq.read_table(qc_path, columns=cols).to_pylist()
+    metrics_path = root / "windtunnel" / "aero_metrics" / f"run_id={run_id}" / "data.parquet"
+    if metrics_path.is_file():
+        cols = ["kind", "name", "unit", "value", "std_error", "ci95_low", "ci95_high"]
+        out["metrics"] = pq.read_table(metrics_path, columns=cols).to_pylist()
+    return out
+
+
+def windtunnel_comparison(root: Path, run_id: str) -> list[dict]:
+    return pq.read_table(_part(root, "run_id", run_id, "windtunnel", "run_comparison")).to_pylist()
+
+
+def windtunnel_export(exports_root: Path, root: Path, run_id: str) -> Path:
+    """The released CSV of a run; only runs that passed QC are released (NotFound otherwise)."""
+    validate_id(run_id)
+    path = exports_root / run_id / "processed.csv"
+    if not path.is_file():
+        qc = root / "windtunnel" / "qc_report" / f"run_id={run_id}" / "data.parquet"
+        why = "it failed QC" if qc.is_file() else "it is not landed or checked yet"
+        raise NotFound(f"run {run_id!r} has no released export: {why}")
+    return path
+
+
+def windtunnel_series(root: Path, run_id: str, channels: list[str], start_s: float | None, end_s: float | None,
+                      max_points: int, processed: bool = False) -> dict:
+    """Channel time series of a run (seconds since its first sample), min/max-downsampled to max_points each."""
+    from aero_assets.serve.downsample import minmax_downsample
+
+    asset = "processed_run" if processed else "raw_run"
+    path = _part(root, "run_id", run_id, "windtunnel", asset)
+    for c in channels:
+        validate_id(c, "channel")
+    table = pq.read_table(path, columns=["ts", "channel", "value"],
+                          filters=[("channel", "in", channels)] if channels else None)
+    if table.num_rows == 0:
+        raise NotFound(f"run {run_id!r} has none of the channels {channels}")
+    t0 = pq.read_table(path, columns=["ts"])["ts"]
+    origin = pc.min(t0.cast(pa.int64())).as_py()
+    ts = (pc.cast(table["ts"], pa.int64()).to_numpy() - origin) / NS
+    names = table["channel"].to_numpy(zero_copy_only=False)
+    values = table["value"].to_numpy(zero_copy_only=False).astype(float)
+    series = {}
+    for c in dict.fromkeys(channels or sorted(set(names.tolist()))):
+        mask = names == c
+        t, v = ts[mask], values[mask]
+        order = np.argsort(t, kind="stable")
+        t, v = t[order], v[order]
+        window = np.ones(t.size, dtype=bool)
+        if start_s is not None:
+            window &= t >= start_s
+        if end_s is not None:
+            window &= t <= end_s
+        t, v = minmax_downsample(t[window], v[window], max_points)
+        series[c] = {"t": np.round(t, 6).tolist(), "v": v.tolist(), "points": int(t.size), "of": int(window.sum())}
+    return {"run_id": run_id, "source": asset, "series": series}
+
+
+# -- tires, F1, rig ------------------------------------------------------------------------------------------
+
+def _hour_parts(root: Path, asset: str, start: datetime | None, end: datetime | None) -> list[Path]:
+    out = []
+    for hour, path in _parts(root, "tires", asset):
+        at = datetime.strptime(hour, "%Y-%m-%dT%H").replace(tzinfo=UTC)
+        if (start is None or at.timestamp() + 3600 > start.timestamp()) and (end is None or at <= end):
+            out.append(path)
+    return out
+
+
+def _filter(table: pa.Table, conditions: list) -> pa.Table:
+    """Rows where every condition (a boolean array over the table) holds."""
+    mask = None
+    for cond in conditions:
+        mask = cond if mask is None else pc.and_(mask, cond)
+    return table if mask is None else table.filter(mask)
+
+
+def _time_conditions(table: pa.Table, column: str, start: datetime | None, end: datetime | None) -> list:
+    ts_type = table.schema.field(column).type
+    out = []
+    if start is not None:
+        out.append(pc.greater_equal(table[column], pa.scalar(start, ts_type)))
+    if end is not None:
+        out.append(pc.less_equal(table[column], pa.scalar(end, ts_type)))
+    return out
+
+
+def tire_alerts(root: Path, vehicle: str | None, start: datetime | None, end: datetime | None,
+                open_only: bool) -> pa.Table:
+    """Alert episodes (the newest state of each), optionally of one vehicle, opened in [start, end], still open."""
+    tables = [pq.read_table(p) for p in _hour_parts(root, "alerts", None, end)]
+    if not tables:
+        return pa.table({"alert_id": pa.array([], pa.string())})
+    table = pa.concat_tables(tables, promote_options="default")
+    if table.num_rows > 1:  # an episode spanning hours is written by each: keep its newest row
+        table = table.sort_by([("alert_id", "ascending"), ("last_at", "descending")])
+        ids = table["alert_id"]
+        changed = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
+        table = table.filter(pa.array(np.concatenate([[True], changed])))
+    conditions = _time_conditions(table, "opened_at", start, end)
+    if vehicle is not None:
+        conditions.append(pc.equal(table["vehicle_id"], validate_id(vehicle, "vehicle")))
+    if open_only:
+        conditions.append(pc.invert(table["closed"]))
+    table = _filter(table, conditions)
+    return table.sort_by([("opened_at", "descending"), ("alert_id", "ascending")]) if table.num_rows else table
+
+
+def tire_windows(root: Path, vehicle: str | None, start: datetime | None, end: datetime | None) -> pa.Table:
+    tables = [pq.read_table(p) for p in _hour_parts(root, "window_aggregates", start, end)]
+    if not tables:
+        return pa.table({"window_start": pa.array([], pa.timestamp("ns", tz="UTC"))})
+    table = pa.concat_tables(tables, promote_options="default")
+    conditions = _time_conditions(table, "window_start", start, end)
+    if vehicle is not None:
+        conditions.append(pc.equal(table["vehicle_id"], validate_id(vehicle, "vehicle")))
+    return _filter(table, conditions).sort_by([("window_start", "ascending"), ("vehicle_id", "ascending"),
+                                               ("tire", "ascending")])
+
+
+def f1_sessions(root: Path) -> list[dict]:
+    out = []
+    for session, path in _parts(root, "f1", "lap_summaries"):
+        laps = pq.read_table(path, columns=["lap", "lap_time_s"])
+        times = [t for t in laps["lap_time_s"].to_pylist() if t is not None]
+        out.append({"session_id": session, "laps": laps.num_rows, "best_lap_s": min(times) if times else None})
+    return out
+
+
+def f1_laps(root: Path, session_id: str) -> list[dict]:
+    return pq.read_table(_part(root, "session_id", session_id, "f1", "lap_summaries", what="session")).to_pylist()
+
+
+def _day_range(root: Path, asset: str, start: str | None, end: str | None) -> pa.Table | None:
+    tables = [pq.read_table(p) for day, p in _parts(root, "rig", asset)
+              if (start is None or day >= start) and (end is None or day <= end)]
+    return pa.concat_tables(tables, promote_options="default") if tables else None
+
+
+def rig_kpis(root: Path, start: str | None, end: str | None, rig: str | None) -> pa.Table | None:
+    table = _day_range(root, "kpis", start, end)
+    if table is not None and rig is not None:
+        table = table.filter(pc.equal(table["rig_id"], validate_id(rig, "rig")))
+    return table
+
+
+def rig_anomalies(root: Path, start: str | None, end: str | None, rig: str | None) -> pa.Table | None:
+    table = _day_range(root, "anomalies", start, end)
+    if table is not None and rig is not None:
+        table = table.filter(pc.equal(table["rig_id"], validate_id(rig, "rig")))
+    return table
+
+
+# -- forecast ------------------------------------------------------------------------------------------------
+
+def forecast_stations(root: Path) -> list[str]:
+    base = root / "forecast" / "model_evaluation"
+    found: set[str] = set()
+    for asset in ("model_evaluation", "champion_model"):
+        base = root / "forecast" / asset
+        if base.is_dir():
+            found |= {d.name.split("=", 1)[1] for d in base.iterdir() if d.name.startswith("station=")}
+    return sorted(found)
+
+
+def forecast_evaluation(root: Path, station: str) -> dict:
+    validate_id(station, "station")
+    path = root / "forecast" / "model_evaluation" / f"station={station}" / "evaluation.json"
+    if not path.is_file():
+        raise NotFound(f"no model evaluation for station {station!r}")
+    return json.loads(path.read_text())
