@@ -7,6 +7,7 @@ test gets a fresh one and tests never see each other's topics or offsets.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,3 +127,26 @@ def production(tmp_path_factory):
 
     with landed_stack(tmp_path_factory.mktemp("topology")) as stack:
         yield stack
+
+
+ARTIFACTS = Path(os.environ.get("AERO_TEST_ARTIFACTS", REPO / ".test-artifacts")) / "screenshots"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless Chromium driven by Selenium (a driver path given: Selenium Manager downloads nothing)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    for exe in ("/usr/bin/chromium", "/usr/bin/chromedriver"):
+        if not Path(exe).exists():
+            pytest.fail(f"{exe} is missing: .ci/run installs Debian's chromium and chromium-driver "
+                        "(locally: apt-get install chromium chromium-driver); nothing downloads a browser")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1000"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    yield driver
+    driver.quit()

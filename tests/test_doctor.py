@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -51,18 +50,15 @@ def test_doctor_names_a_stale_broker_by_pid_and_fails(stale_broker, tmp_path):
 def test_a_broker_of_a_running_aero_broker_is_not_stale(tmp_path):
     port = free_port()
     env = {**os.environ, "AERO_HOME": str(tmp_path)}
-    proc = subprocess.Popen([AERO, "broker", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen([AERO, "broker", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, start_new_session=True, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while not port_is_open("127.0.0.1", port):
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.05)
+        ready = proc.stdout.readline()  # "aero broker: listening on ..." once its topics exist (or EOF if it died)
+        assert "listening on" in ready, ready
         finding = doctor.check_port(port, "Kafka broker")
         assert finding.status == doctor.OK and "aero broker" in finding.detail, finding
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        stop_process_group(proc)
 
 
 def test_doctor_fails_on_a_stopped_postgres_and_passes_on_a_running_one(tmp_path):

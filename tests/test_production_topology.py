@@ -4,18 +4,15 @@ domain's simulator. Nobody clicks: sensors land, chains run, checks decide. The 
 the way a user or a tool would: through the webserver's GraphQL API, and in a real browser (Debian's
 headless Chromium driven by Selenium; screenshots kept under .test-artifacts/)."""
 
-import os
 import re
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import ARTIFACTS
 from tests.topology import REPO, Stack, wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.daemon]
-ARTIFACTS = Path(os.environ.get("AERO_TEST_ARTIFACTS", REPO / ".test-artifacts")) / "screenshots"
 GROUPS = {"windtunnel", "tires", "f1", "rig", "forecast"}
 SCROLL_EVERY_PANE = ("document.querySelectorAll('*').forEach(e => { if (e.scrollHeight > e.clientHeight + 50 "
                      "&& getComputedStyle(e).overflowY !== 'visible') e.scrollTop += 400; })")
@@ -85,27 +82,6 @@ def test_every_domain_lands_and_checks_itself_and_graphql_reads_it_back(stack):
 
 
 # -- the UI, in a real browser --------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    for exe in ("/usr/bin/chromium", "/usr/bin/chromedriver"):
-        if not Path(exe).exists():
-            pytest.fail(f"{exe} is missing: .ci/run installs Debian's chromium and chromium-driver "
-                        "(locally: apt-get install chromium chromium-driver); nothing downloads a browser")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1000"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)  # a path: no Selenium Manager
-    driver.implicitly_wait(0)
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
-    ARTIFACTS.mkdir(parents=True)
-    yield driver
-    driver.quit()
-
 
 def _page(driver, url: str, ready, what: str, timeout: float = 60.0):
     driver.get(url)

@@ -1,6 +1,7 @@
 """`windtunnel/raw_run` materialised by Dagster from a real broker into real Parquet and DuckDB."""
 
 import threading
+import time
 
 import dagster as dg
 import duckdb
@@ -94,7 +95,15 @@ def test_a_run_whose_samples_are_still_arriving_is_retried_until_complete(settin
     publisher.json(runs_topic, {"event": "run_finished", "run_id": run.run_id, "finished_at": 1767225600500,
                                 "sample_count": run.sample_count}, run.run_id)
     publisher.arrow(samples_topic, run.table.slice(0, half), run.run_id)
-    late = threading.Timer(1.0, lambda: publisher.arrow(samples_topic, run.table.slice(half), run.run_id))
+    landed = settings.lake_dir / "landing" / samples_topic / f"run_id={run.run_id}"
+
+    def publish_the_rest_once_the_first_half_landed():  # (not after a fixed delay: a busy machine lands later)
+        deadline = time.monotonic() + 120
+        while not list(landed.glob("*.parquet")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        publisher.arrow(samples_topic, run.table.slice(half), run.run_id)
+
+    late = threading.Thread(target=publish_the_rest_once_the_first_half_landed)
     late.start()
     try:
         result = _materialize(settings, instance, run.run_id, retries=10, wait=0.5)

@@ -192,9 +192,9 @@ def test_live_alerts_arrive_as_server_sent_events(api, production):
     def listen():
         req = urllib.request.Request(api + "/tires/alerts/live?seconds=20")
         with urllib.request.urlopen(req, timeout=30) as resp:
-            for line in resp:
+            for line in resp:  # (the fleet's own alerts may come first: read on until ours)
                 received.append(line.decode())
-                if line.startswith(b"data:"):
+                if line.startswith(b"data:") and b"sse-test" in line:
                     return
 
     reader = threading.Thread(target=listen, daemon=True)
@@ -251,3 +251,42 @@ def test_the_api_binds_to_loopback_by_default():
 
     args = build_parser().parse_args(["serve"])
     assert args.host == "127.0.0.1" and args.port == 8000
+
+
+def test_the_explorer_overlays_two_channels_of_a_run_in_a_real_browser(api, production, browser):
+    """Debian's headless Chromium opens the explorer, picks the good run, overlays two channels (and its
+    baseline), and the chart is drawn: a uPlot canvas with ink on it, fed only by files the API serves."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from tests.conftest import ARTIFACTS
+    from tests.topology import wait_until
+
+    browser.get(api + "/")
+    runs = wait_until(lambda: Select(browser.find_element(By.ID, "wt-runs")).options or None, timeout=30,
+                      interval=0.3, what="the explorer to list the landed runs")
+    assert production.good_run in [o.get_attribute("value") for o in runs]
+    pick = Select(browser.find_element(By.ID, "wt-runs"))
+    pick.deselect_all()
+    pick.select_by_value(production.good_run)
+    channels = Select(browser.find_element(By.ID, "wt-channels"))
+    channels.deselect_all()
+    for c in ("FLOW_V", "FB_FZ"):
+        channels.select_by_value(c)
+    browser.find_element(By.ID, "wt-baseline").click()
+    browser.find_element(By.ID, "wt-plot").click()
+    box = wait_until(lambda: (b := browser.find_element(By.ID, "wt-chart")).get_attribute("data-series") and b,
+                     timeout=30, interval=0.3, what="the chart to be drawn")
+    assert int(box.get_attribute("data-series")) >= 2 and int(box.get_attribute("data-points")) > 100
+    ink = browser.execute_script("""
+        const c = document.querySelector('#wt-chart canvas'); if (!c) return 0;
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+        for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+        return n;""")
+    assert ink > 2000, "lines were drawn on the canvas"
+    legend = browser.find_element(By.ID, "wt-chart").text
+    assert f"{production.good_run} FLOW_V" in legend and f"{production.good_run} FB_FZ" in legend
+    assert browser.find_element(By.ID, "status").text == "ok"
+    resources = browser.execute_script("return performance.getEntriesByType('resource').map(r => r.name)")
+    assert all(r.startswith(api) for r in resources), "nothing is loaded from the internet"
+    browser.save_screenshot(str(ARTIFACTS / "explorer_overlay.png"))

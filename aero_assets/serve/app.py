@@ -22,7 +22,8 @@ from typing import Annotated
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from aero_assets.ids import InvalidIdentifier, validate_id
@@ -91,6 +92,17 @@ def create_app(settings: Settings) -> FastAPI:
         route = request.scope.get("route")
         metrics.observe(getattr(route, "path", "unmatched"), response.status_code, time.perf_counter() - t0)
         return response
+
+    app.mount("/static", StaticFiles(directory=static_dir()), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def root():
+        return RedirectResponse("/explorer")
+
+    @app.get("/explorer", tags=["explorer"], response_class=HTMLResponse)
+    def explorer():
+        """The interactive explorer (charts by the vendored uPlot; nothing loaded from the internet)."""
+        return FileResponse(static_dir() / "explorer.html", media_type="text/html")
 
     # -- health and metrics ----------------------------------------------------------------------------------
 
@@ -198,6 +210,21 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/forecast/{station}/evaluation", tags=["forecast"], dependencies=auth)
     def evaluation(station: str):
         return _finite(lr.forecast_evaluation(lake, station))
+
+    @app.get("/forecast/{station}/predictions", tags=["forecast"], dependencies=auth)
+    def predictions(station: str, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+                    offset: Annotated[int, Query(ge=0)] = 0):
+        """The champion's one-hour-ahead forecasts since its release, with the actuals (forecast vs actual)."""
+        validate_id(station, "station")
+        path = lake / "forecast" / "predictions" / f"station={station}" / "predictions.parquet"
+        if not path.is_file():
+            raise lr.NotFound(f"no predictions for station {station!r} yet")
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        i = table.schema.get_field_index("target_ts")
+        table = table.set_column(i, "target_ts", table["target_ts"].cast(pa.timestamp("ns", tz="UTC")))
+        return _finite(_rows(table, limit, offset))
 
     @app.post("/forecast/predict", tags=["forecast"], dependencies=auth)
     def predict(body: PredictRequest):
