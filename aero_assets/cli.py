@@ -221,6 +221,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from aero_assets.bench.forecast import bench_forecast
 
         figures = bench_forecast(seeds=args.seeds)
+    elif args.name == "serve":
+        from aero_assets.bench.serve import bench_serve
+
+        figures = bench_serve(clients=args.clients, requests=args.requests, duration_s=args.duration or 60.0)
     else:  # argparse restricts choices; later issues add benchmarks here
         raise SystemExit(f"unknown benchmark {args.name}")
     print(json.dumps(figures))
@@ -460,11 +464,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(fn=cmd_serve)
 
     be = sub.add_parser("bench", help="measure Aero against its baseline; last line is JSON")
-    be.add_argument("name", choices=["ingest", "qc", "windtunnel", "tires", "f1", "rig", "forecast"])
+    be.add_argument("name", choices=["ingest", "qc", "windtunnel", "tires", "f1", "rig", "forecast", "serve"])
     be.add_argument("--samples", type=int, default=5_000_000, help="ingest: samples landed by Aero")
     be.add_argument("--baseline-samples", type=int, default=200_000, help="ingest: samples landed by the baseline")
     be.add_argument("--runs", type=int, default=40, help="qc: simulated runs scored")
-    be.add_argument("--duration", type=float, default=None, help="qc: s per run (10); windtunnel: run s (60)")
+    be.add_argument("--duration", type=float, default=None, help="qc: s per run (10); windtunnel, serve: run s (60)")
     be.add_argument("--readings", type=int, default=10_000_000, help="tires: readings in the window benchmark")
     be.add_argument("--input", default=None,
                     help="tires: Parquet file (vehicle_id, tire, ts, pressure_kpa, temperature_c); f1: Parquet file "
@@ -476,6 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--rows", type=_positive_int, default=10_000_000, help="rig: simulated readings processed")
     be.add_argument("--seeds", type=_positive_int, default=6,
                     help="forecast: simulated calm and heatwave stations (one of each per seed)")
+    be.add_argument("--clients", type=_positive_int, default=20, help="serve: concurrent keep-alive clients")
+    be.add_argument("--requests", type=_positive_int, default=400, help="serve: requests per endpoint measured")
     be.set_defaults(fn=cmd_bench)
     return p
 

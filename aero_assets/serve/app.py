@@ -149,7 +149,8 @@ def create_app(settings: Settings) -> FastAPI:
         names = [c for c in channels.split(",") if c]
         if len(names) > 72:
             raise HTTPException(400, "at most 72 channels per request")
-        return lr.windtunnel_series(lake, run_id, names, start, end, max_points, processed=processed)
+        # plain lists of finite floats: straight to JSON, without FastAPI's per-value encoder (~11 ms for 16k floats)
+        return JSONResponse(lr.windtunnel_series(lake, run_id, names, start, end, max_points, processed=processed))
 
     # -- tires -----------------------------------------------------------------------------------------------
 
