@@ -136,7 +136,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     return run_demo(load_settings(), ui_port=args.port, runs=args.runs, duration_s=args.duration,
                     interval_s=args.interval, fault_rate=args.fault_rate, reuse_broker=args.reuse_broker,
-                    vehicles=args.vehicles, f1_laps=args.f1_laps, rigs=args.rigs, weather_speed=args.weather_speed)
+                    vehicles=args.vehicles, f1_laps=args.f1_laps, rigs=args.rigs, weather_speed=args.weather_speed,
+                    api_port=args.api_port)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -439,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rigs", type=int, default=2, help="simulated propulsion rigs (0: none, and no CSV)")
     d.add_argument("--weather-speed", type=float, default=1800.0,
                    help="simulated weather time per real second (1800: an hour every 2 s; 0: no weather stations)")
+    d.add_argument("--api-port", type=int, default=8000, help="port of the read API and explorer (0: not started)")
     d.set_defaults(fn=cmd_demo)
 
     bf = sub.add_parser("backfill", help="re-run a domain's chain over a range of partitions (one Dagster backfill, "

@@ -268,9 +268,23 @@ def start_weather(settings: Settings, kafka: KafkaResource, speed: float, stop: 
     return {"start_ns": start, "onset_ns": onset}
 
 
+def start_api(settings: Settings, env: dict, port: int) -> subprocess.Popen | None:
+    """`aero serve` on 127.0.0.1:`port` for the demo (None, with a note, when the port is taken)."""
+    if port_is_open("127.0.0.1", port):
+        print(f"aero demo: port {port} is in use, so the read API is not started (pass --api-port N)", file=sys.stderr)
+        return None
+    cmd = [str(Path(sys.executable).with_name("aero")), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    log = (settings.home / "api.log").open("ab")
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=die_with_parent(signal.SIGINT))
+    print(f"aero demo: read API and explorer on http://127.0.0.1:{port} (docs: /docs, metrics: /metrics; "
+          f"logs in {settings.home / 'api.log'})", flush=True)
+    return proc
+
+
 def run_demo(settings: Settings, *, ui_port: int, runs: int, duration_s: float, interval_s: float,
              fault_rate: float, reuse_broker: bool = False, vehicles: int = 20, f1_laps: int = 10,
-             rigs: int = 2, weather_speed: float = 1800.0) -> int:
+             rigs: int = 2, weather_speed: float = 1800.0, api_port: int = 8000) -> int:
     stop = stop_event()
     if port_is_open("127.0.0.1", ui_port):
         print(f"aero demo: port {ui_port} is already in use (a Dagster UI left from an earlier demo?). "
@@ -296,6 +310,7 @@ def run_demo(settings: Settings, *, ui_port: int, runs: int, duration_s: float, 
                            preexec_fn=die_with_parent(signal.SIGINT))
     print(f"aero demo: starting Dagster (logs in {settings.home / 'dagster-dev.log'}) ...", flush=True)
     live = None
+    api = start_api(settings, env, api_port) if api_port else None
     try:
         deadline = time.monotonic() + 120
         while not port_is_open("127.0.0.1", ui_port) and not stop.is_set():
@@ -368,6 +383,8 @@ def run_demo(settings: Settings, *, ui_port: int, runs: int, duration_s: float, 
         stop.set()
         if live is not None:
             stop_process_group(live)
+        if api is not None:
+            stop_process_group(api)
         stop_process_group(dev)
         if broker is not None:
             broker.stop()
