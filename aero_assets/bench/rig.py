@@ -34,7 +34,7 @@ def _readings(rows: int, seed: int = 5):
     return landed_table(readings), truth
 
 
-def bench_processing(table: pa.Table, repeats: int = 3) -> dict:
+def bench_processing(table: pa.Table, repeats: int = 5) -> dict:
     """Best of `repeats` rounds in one warm worker, as the assets run it (heap kept, kernels compiled).
 
     The kernels are compiled (or loaded from their cache) on a small slice first, so no round
