@@ -149,8 +149,9 @@ def create_app(settings: Settings) -> FastAPI:
         names = [c for c in channels.split(",") if c]
         if len(names) > 72:
             raise HTTPException(400, "at most 72 channels per request")
-        # plain lists of finite floats: straight to JSON, without FastAPI's per-value encoder (~11 ms for 16k floats)
-        return JSONResponse(lr.windtunnel_series(lake, run_id, names, start, end, max_points, processed=processed))
+        # plain lists of finite floats, serialised once per (file version, question): see windtunnel_series_json
+        body = lr.windtunnel_series_json(lake, run_id, names, start, end, max_points, processed=processed)
+        return Response(body, media_type="application/json")
 
     # -- tires -----------------------------------------------------------------------------------------------
 
@@ -158,7 +159,11 @@ def create_app(settings: Settings) -> FastAPI:
     def alerts(vehicle: str | None = None, start: Annotated[datetime | None, Query(alias="from")] = None,
                end: Annotated[datetime | None, Query(alias="to")] = None, open: bool = False,
                limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100, offset: Annotated[int, Query(ge=0)] = 0):
-        return _rows(lr.tire_alerts(lake, vehicle, _utc(start), _utc(end), open), limit, offset)
+        start, end = _utc(start), _utc(end)
+        key = ("alerts", lr.alert_versions(lake, end), vehicle, start, end, open, limit, offset)
+        body = lr.responses.get_or_make(key, lambda: json.dumps(
+            _rows(lr.tire_alerts(lake, vehicle, start, end, open), limit, offset)).encode())
+        return Response(body, media_type="application/json")
 
     @app.get("/tires/windows", tags=["tires"], dependencies=auth)
     def windows(vehicle: str | None = None, start: Annotated[datetime | None, Query(alias="from")] = None,

@@ -137,6 +137,61 @@ class _SeriesCache:
 
 
 _series_cache = _SeriesCache(SERIES_CACHE_BYTES)
+RESPONSE_CACHE_BYTES = 64 * 1024 * 1024
+
+
+class ResponseCache:
+    """Serialised answers per (versions of the files they were read from, the question); an LRU by bytes.
+
+    Dashboards ask the same question again and again (every viewer of a run, every refresh); the
+    answer changes only when a file it was read from does, which changes its version and so the key.
+    """
+
+    def __init__(self, max_bytes: int = RESPONSE_CACHE_BYTES) -> None:
+        self.max_bytes, self.bytes = max_bytes, 0
+        self.items: OrderedDict[tuple, bytes] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get_or_make(self, key: tuple, make) -> bytes:
+        with self.lock:
+            hit = self.items.get(key)
+            if hit is not None:
+                self.items.move_to_end(key)
+                return hit
+        body = make()
+        with self.lock:
+            if key not in self.items and len(body) < self.max_bytes:
+                self.items[key] = body
+                self.bytes += len(body)
+                while self.bytes > self.max_bytes:
+                    _, old = self.items.popitem(last=False)
+                    self.bytes -= len(old)
+        return body
+
+
+responses = ResponseCache()
+
+
+def _version(path: Path) -> tuple[str, int, int]:
+    """(path, mtime_ns, size): one version of a file the lake replaces, never edits in place."""
+    st = path.stat()
+    return str(path), st.st_mtime_ns, st.st_size
+
+
+def windtunnel_series_json(root: Path, run_id: str, channels: list[str], start_s: float | None,
+                           end_s: float | None, max_points: int, processed: bool = False) -> bytes:
+    """`windtunnel_series` as JSON bytes, kept in `responses` per (file version, request)."""
+    asset = "processed_run" if processed else "raw_run"
+    path = _part(root, "run_id", run_id, "windtunnel", asset)
+    key = ("series", _version(path), tuple(channels), start_s, end_s, max_points)
+    return responses.get_or_make(key, lambda: json.dumps(
+        windtunnel_series(root, run_id, channels, start_s, end_s, max_points, processed),
+        separators=(",", ":")).encode())
+
+
+def alert_versions(root: Path, end: datetime | None) -> tuple:
+    """The versions of the alert files a query up to `end` reads (part of a cached answer's key)."""
+    return tuple(_version(p) for p in _hour_parts(root, "alerts", None, end))
 
 
 @functools.lru_cache(maxsize=256)
@@ -241,18 +296,25 @@ def _time_conditions(table: pa.Table, column: str, start: datetime | None, end: 
     return out
 
 
-def tire_alerts(root: Path, vehicle: str | None, start: datetime | None, end: datetime | None,
-                open_only: bool) -> pa.Table:
-    """Alert episodes (the newest state of each), optionally of one vehicle, opened in [start, end], still open."""
-    tables = [pq.read_table(p) for p in _hour_parts(root, "alerts", None, end)]
-    if not tables:
-        return pa.table({"alert_id": pa.array([], pa.string())})
-    table = pa.concat_tables(tables, promote_options="default")
+@functools.lru_cache(maxsize=8)
+def _newest_alerts(versions: tuple[tuple[str, int, int], ...]) -> pa.Table:
+    """The alert files (by version) read and reduced to the newest row of each episode; kept per set of versions."""
+    table = pa.concat_tables([pq.read_table(v[0]) for v in versions], promote_options="default")
     if table.num_rows > 1:  # an episode spanning hours is written by each: keep its newest row
         table = table.sort_by([("alert_id", "ascending"), ("last_at", "descending")])
         ids = table["alert_id"]
         changed = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
         table = table.filter(pa.array(np.concatenate([[True], changed])))
+    return table
+
+
+def tire_alerts(root: Path, vehicle: str | None, start: datetime | None, end: datetime | None,
+                open_only: bool) -> pa.Table:
+    """Alert episodes (the newest state of each), optionally of one vehicle, opened in [start, end], still open."""
+    paths = _hour_parts(root, "alerts", None, end)
+    if not paths:
+        return pa.table({"alert_id": pa.array([], pa.string())})
+    table = _newest_alerts(tuple(_version(p) for p in paths))
     conditions = _time_conditions(table, "opened_at", start, end)
     if vehicle is not None:
         conditions.append(pc.equal(table["vehicle_id"], validate_id(vehicle, "vehicle")))
