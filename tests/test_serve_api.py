@@ -290,3 +290,27 @@ def test_the_explorer_overlays_two_channels_of_a_run_in_a_real_browser(api, prod
     resources = browser.execute_script("return performance.getEntriesByType('resource').map(r => r.name)")
     assert all(r.startswith(api) for r in resources), "nothing is loaded from the internet"
     browser.save_screenshot(str(ARTIFACTS / "explorer_overlay.png"))
+
+
+def test_a_lap_trace_and_the_explorer_compares_two_laps(api, production, browser):
+    from selenium.webdriver.common.by import By
+
+    from tests.conftest import ARTIFACTS
+    from tests.topology import wait_until
+
+    laps = get_json(api, f"/f1/sessions/{production.f1_session}/laps")["laps"]
+    trace = get_json(api, f"/f1/sessions/{production.f1_session}/laps/{laps[-1]['lap']}/trace?max_points=500")
+    assert 0 < trace["points"] <= 500 and trace["distance_m"] == sorted(trace["distance_m"])
+    assert max(trace["speed_kph"]) > 250 and trace["t_s"][-1] > 60, "a flying lap at Silverstone"
+    assert get(api, f"/f1/sessions/{production.f1_session}/laps/999/trace")[0] == 404
+    assert get(api, "/f1/sessions/..%2Fx/laps/1/trace")[0] in (400, 404)
+
+    browser.get(api + "/explorer")
+    browser.find_element(By.CSS_SELECTOR, "nav button[data-tab='f1']").click()
+    wait_until(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#f1-lap-b option")) >= 2 or None, timeout=30,
+               interval=0.3, what="the session's laps in the explorer")
+    browser.find_element(By.ID, "f1-compare").click()
+    wait_until(lambda: browser.find_element(By.ID, "f1-trace").get_attribute("data-series") or None, timeout=30,
+               interval=0.3, what="the speed trace and delta time to be drawn")
+    assert "delta time" in browser.find_element(By.ID, "f1-trace").text
+    browser.save_screenshot(str(ARTIFACTS / "explorer_f1_laps.png"))

@@ -22,6 +22,7 @@ from typing import Annotated
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -186,6 +187,12 @@ def create_app(settings: Settings) -> FastAPI:
     def laps(session_id: str):
         return {"session_id": session_id, "laps": json.loads(_json_table(pa.Table.from_pylist(
             lr.f1_laps(lake, session_id))))}
+
+    @app.get("/f1/sessions/{session_id}/laps/{lap}/trace", tags=["f1"], dependencies=auth)
+    def lap_trace(session_id: str, lap: Annotated[int, PathParam(ge=0, le=10_000)],
+                  max_points: Annotated[int, Query(ge=10, le=20_000)] = 2000):
+        """One lap's speed against distance, with the time into the lap at each point (for delta time)."""
+        return lr.f1_lap_trace(lake, settings.topics.f1_telemetry, session_id, lap, max_points)
 
     @app.get("/rig/kpis", tags=["rig"], dependencies=auth)
     def kpis(start: Annotated[str | None, Query(alias="from", pattern=DAY)] = None,

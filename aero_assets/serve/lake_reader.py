@@ -349,6 +349,37 @@ def f1_laps(root: Path, session_id: str) -> list[dict]:
     return pq.read_table(_part(root, "session_id", session_id, "f1", "lap_summaries", what="session")).to_pylist()
 
 
+def f1_lap_trace(root: Path, topic: str, session_id: str, lap: int, max_points: int) -> dict:
+    """One lap's speed trace against distance, and the time since the lap began at each point.
+
+    Read from the landed telemetry (the session's current incarnation); the trace is min/max-
+    downsampled on speed, and the time is kept at the same points, so two laps can be compared at
+    equal distances (the explorer's delta time).
+    """
+    from aero_assets.f1.assets import session_telemetry
+    from aero_assets.serve.downsample import minmax_downsample
+    from resources import LakeResource
+
+    validate_id(session_id, "session")
+    if not (root / "f1" / "lap_summaries" / f"session_id={session_id}").is_dir():
+        raise NotFound(f"no F1 session {session_id!r}")
+    table = session_telemetry(LakeResource(root=str(root)), topic, session_id)
+    table = table.filter(pc.equal(table["lap"], lap)) if table.num_rows else table
+    if table.num_rows == 0:
+        raise NotFound(f"session {session_id!r} has no telemetry of lap {lap}")
+    table = table.sort_by("ts")
+    t = (pc.cast(table["ts"], pa.int64()).to_numpy() - pc.cast(table["ts"][0], pa.int64()).as_py()) / NS
+    d = table["distance_m"].to_numpy(zero_copy_only=False).astype(float)
+    v = table["speed_kph"].to_numpy(zero_copy_only=False).astype(float)
+    order = np.argsort(d, kind="stable")  # (distance rises along a lap; sorting keeps a glitch from folding it)
+    d, v, t = d[order], v[order], t[order]
+    dd, vd = minmax_downsample(d, v, max_points)
+    td = np.interp(dd, d, t)
+    return {"session_id": session_id, "lap": lap, "distance_m": np.round(dd, 2).tolist(),
+            "speed_kph": np.round(vd, 2).tolist(), "t_s": np.round(td, 4).tolist(), "points": int(dd.size),
+            "of": int(d.size)}
+
+
 def _day_range(root: Path, asset: str, start: str | None, end: str | None) -> pa.Table | None:
     tables = [pq.read_table(p) for day, p in _parts(root, "rig", asset)
               if (start is None or day >= start) and (end is None or day <= end)]

@@ -125,11 +125,45 @@ async function showLaps(session) {
   const laps = (await api(`/f1/sessions/${encodeURIComponent(session)}/laps`)).laps;
   table("f1-laps", laps, [["lap", "lap"], ["lap_time_s", "time (s)"], ["avg_speed_kph", "avg km/h"],
     ["max_speed_kph", "max km/h"], ["fuel_used_kg", "fuel kg"]]);
+  const options = () => laps.map(l => el("option", { value: l.lap }, `lap ${l.lap}${l.lap_time_s ? ` (${l.lap_time_s.toFixed(3)} s)` : ""}`));
+  document.getElementById("f1-lap-a").replaceChildren(...options());
+  document.getElementById("f1-lap-b").replaceChildren(...options());
+  if (laps.length > 1) document.getElementById("f1-lap-b").selectedIndex = laps.length - 1;
   const timed = laps.filter(l => l.lap_time_s != null);
   const best = Math.min(...timed.map(l => l.lap_time_s));
   chart("f1-chart", { title: `${session}: lap times`, scales: { x: { time: false } },
     series: [{ label: "lap" }, { label: "lap time (s)", stroke: COLORS[0] }, { label: "delta to best (s)", stroke: COLORS[1] }] },
     [timed.map(l => l.lap), timed.map(l => l.lap_time_s), timed.map(l => l.lap_time_s - best)]);
+}
+
+// time into lap `b` minus lap `a` at a's distances (b's time interpolated on its own distance axis)
+function deltaTime(a, b) {
+  return a.distance_m.map((d, i) => {
+    let lo = 0, hi = b.distance_m.length - 1;
+    if (d < b.distance_m[0] || d > b.distance_m[hi]) return null;
+    while (hi - lo > 1) { const m = (lo + hi) >> 1; if (b.distance_m[m] <= d) lo = m; else hi = m; }
+    const span = b.distance_m[hi] - b.distance_m[lo] || 1;
+    const tb = b.t_s[lo] + (b.t_s[hi] - b.t_s[lo]) * (d - b.distance_m[lo]) / span;
+    return tb - a.t_s[i];
+  });
+}
+
+async function compareLaps() {
+  const session = document.getElementById("f1-session").value;
+  const la = document.getElementById("f1-lap-a").value, lb = document.getElementById("f1-lap-b").value;
+  const [a, b] = await Promise.all([la, lb].map(l =>
+    api(`/f1/sessions/${encodeURIComponent(session)}/laps/${l}/trace?max_points=1500`)));
+  const bOnA = a.distance_m.map(d => {  // b's speed at a's distances (nearest point below)
+    let lo = 0, hi = b.distance_m.length - 1;
+    while (hi - lo > 1) { const m = (lo + hi) >> 1; if (b.distance_m[m] <= d) lo = m; else hi = m; }
+    return b.speed_kph[lo];
+  });
+  chart("f1-trace", { title: `${session}: lap ${la} vs lap ${lb}`, scales: { x: { time: false }, dt: {} },
+    axes: [{ label: "distance (m)" }, { label: "km/h" }, { scale: "dt", side: 1, label: "delta (s)" }],
+    series: [{ label: "distance (m)" }, { label: `lap ${la} speed`, stroke: COLORS[0] },
+      { label: `lap ${lb} speed`, stroke: COLORS[1] }, { label: "delta time (s)", stroke: COLORS[2], scale: "dt" }] },
+    [a.distance_m, a.speed_kph, bOnA, deltaTime(a, b)]);
+  document.getElementById("f1-trace").dataset.series = "3";
 }
 
 async function loadRig() {
@@ -183,6 +217,7 @@ document.getElementById("wt-channels").replaceChildren(...CHANNELS.map((c, i) =>
 }));
 document.getElementById("wt-plot").addEventListener("click", () => plotRuns().then(() => status("ok"), e => status(e.message)));
 document.getElementById("f1-session").addEventListener("change", e => showLaps(e.target.value));
+document.getElementById("f1-compare").addEventListener("click", () => compareLaps().then(() => status("ok"), e => status(e.message)));
 document.getElementById("rig-load").addEventListener("click", () => loadRig().catch(e => status(e.message)));
 document.getElementById("fc-station").addEventListener("change", async e =>
   showStation(e.target.value, (await api("/forecast/stations")).items));
