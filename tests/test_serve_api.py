@@ -69,8 +69,9 @@ def test_the_docs_list_every_endpoint(api):
     paths = set(spec["paths"])
     assert {"/healthz", "/metrics", "/windtunnel/runs", "/windtunnel/runs/{run_id}", "/windtunnel/runs/{run_id}/series",
             "/windtunnel/runs/{run_id}/comparison", "/windtunnel/runs/{run_id}/export", "/tires/alerts",
-            "/tires/windows", "/tires/alerts/live", "/f1/sessions", "/f1/sessions/{session_id}/laps", "/rig/kpis",
-            "/rig/anomalies", "/forecast/predict", "/forecast/{station}/evaluation"} <= paths
+            "/tires/windows", "/tires/alerts/live", "/tires/fleet", "/f1/sessions", "/f1/sessions/{session_id}/laps",
+            "/f1/sessions/{session_id}/laps/{lap}/trace", "/rig/kpis", "/rig/anomalies", "/forecast/predict",
+            "/forecast/{station}/evaluation", "/forecast/{station}/predictions"} <= paths
     status, body, _ = get(api, "/docs")
     assert status == 200 and b"swagger" in body.lower()
 
@@ -128,6 +129,10 @@ def test_tires_f1_rig_and_forecast_endpoints_serve_what_the_assets_wrote(api, pr
     first = windows["items"][0]["window_start"]
     later = get_json(api, "/tires/windows?limit=1000&from=" + urllib.parse.quote(first))["items"]
     assert all(w["window_start"] >= first for w in later)
+
+    fleet = get_json(api, "/tires/fleet")
+    assert fleet["total"] >= 1 and {"minute", "active_vehicles", "open_low_pressure"} <= set(fleet["items"][0])
+    assert fleet["items"][0]["active_vehicles"] >= 1
 
     sessions = {s["session_id"]: s for s in get_json(api, "/f1/sessions")["items"]}
     assert sessions[production.f1_session]["laps"] >= 1

@@ -172,6 +172,13 @@ def create_app(settings: Settings) -> FastAPI:
                 limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100, offset: Annotated[int, Query(ge=0)] = 0):
         return _rows(lr.tire_windows(lake, vehicle, _utc(start), _utc(end)), limit, offset)
 
+    @app.get("/tires/fleet", tags=["tires"], dependencies=auth)
+    def fleet(start: Annotated[datetime | None, Query(alias="from")] = None,
+              end: Annotated[datetime | None, Query(alias="to")] = None,
+              limit: Annotated[int, Query(ge=1, le=10_000)] = 1440, offset: Annotated[int, Query(ge=0)] = 0):
+        """Fleet status per minute: active vehicles, readings and open alerts of each kind."""
+        return _rows(lr.fleet_status(lake, _utc(start), _utc(end)), limit, offset)
+
     @app.get("/tires/alerts/live", tags=["tires"], dependencies=auth)
     def live_alerts(seconds: Annotated[float, Query(gt=0, le=3600)] = 300):
         """Server-sent events from `tires.alerts` as they are published (own consumer group, nothing committed)."""

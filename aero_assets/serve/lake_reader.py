@@ -336,6 +336,15 @@ def tire_windows(root: Path, vehicle: str | None, start: datetime | None, end: d
                                                ("tire", "ascending")])
 
 
+def fleet_status(root: Path, start: datetime | None, end: datetime | None) -> pa.Table:
+    """The fleet per minute (active vehicles, readings, open alerts by kind), oldest first."""
+    tables = [pq.read_table(p) for p in _hour_parts(root, "fleet_status", start, end)]
+    if not tables:
+        return pa.table({"minute": pa.array([], pa.timestamp("ns", tz="UTC"))})
+    table = pa.concat_tables(tables, promote_options="default").replace_schema_metadata(None)
+    return _filter(table, _time_conditions(table, "minute", start, end)).sort_by("minute")
+
+
 def f1_sessions(root: Path) -> list[dict]:
     out = []
     for session, path in _parts(root, "f1", "lap_summaries"):

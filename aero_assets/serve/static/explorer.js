@@ -109,6 +109,13 @@ async function plotRuns() {
 
 // -- fleet, F1, rig, forecast ----------------------------------------------------------------------------------
 async function loadFleet() {
+  const minutes = (await api("/tires/fleet?limit=1440")).items;
+  chart("fleet-chart", { title: "fleet status", height: 300, series: [{ label: "minute" },
+    { label: "active vehicles", stroke: COLORS[0] }, { label: "open low pressure", stroke: COLORS[1] },
+    { label: "open high temperature", stroke: COLORS[4] }, { label: "open rapid loss", stroke: COLORS[3] }] },
+    [minutes.map(m => Date.parse(m.minute) / 1000), minutes.map(m => m.active_vehicles),
+     minutes.map(m => m.open_low_pressure), minutes.map(m => m.open_high_temperature),
+     minutes.map(m => m.open_rapid_pressure_loss)]);
   const open = await api("/tires/alerts?open=true&limit=200");
   table("fleet-alerts", open.items, [["vehicle_id", "vehicle"], ["tire", "tire"], ["alert_type", "alert"],
     ["opened_at", "opened"], ["peak_value", "peak"], ["duration_s", "for (s)"]]);
