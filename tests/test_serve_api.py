@@ -319,3 +319,34 @@ def test_a_lap_trace_and_the_explorer_compares_two_laps(api, production, browser
                interval=0.3, what="the speed trace and delta time to be drawn")
     assert "delta time" in browser.find_element(By.ID, "f1-trace").text
     browser.save_screenshot(str(ARTIFACTS / "explorer_f1_laps.png"))
+
+
+def test_a_newly_released_champion_is_used_without_a_restart(api, production):
+    """The gate writes released.json; the API reads it per request, so the next predict answers from the new
+    version. (A copy of the champion's files under a new version stands for a retrain the gate released.)"""
+    import shutil
+
+    station = production.weather_station
+    released = production.home / "lake" / "forecast" / "champion_model" / f"station={station}" / "released.json"
+    if not released.exists():
+        pytest.skip("the gate released no champion for the topology's station in this run")
+    state = json.loads(released.read_text())
+    current = state["current"]
+    before = get(api, "/forecast/predict", data=json.dumps({"station": station}).encode())
+    assert before[0] == 200 and json.loads(before[1])["version"] == current["version"]
+    models = production.home / "models" / f"{current['kind']}-{station}"
+    new_version = current["version"] + "-r2"
+    shutil.copytree(models / current["version"], models / new_version)
+    original = released.read_text()
+    try:
+        state["current"] = {**current, "version": new_version}
+        tmp = released.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(released)
+        after = get(api, "/forecast/predict", data=json.dumps({"station": station}).encode())
+        assert after[0] == 200, after[1][:300]
+        assert json.loads(after[1])["version"] == new_version
+        assert json.loads(after[1])["forecasts"] == json.loads(before[1])["forecasts"], "the same weights"
+    finally:
+        released.write_text(original)
+        shutil.rmtree(models / new_version)
