@@ -288,12 +288,22 @@ def _finite(obj):
     return obj
 
 
+# the lake's timestamps are ns since the epoch: a bound outside what they can hold is a 400, not an overflow
+EARLIEST, LATEST = "1678-01-01T00:00:00+00:00", "2261-12-31T23:59:59+00:00"
+
+
 def _utc(when: datetime | None) -> datetime | None:
     from datetime import UTC
 
     if when is None:
         return None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    try:
+        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except OverflowError:
+        when = None
+    if when is None or not datetime.fromisoformat(EARLIEST) <= when <= datetime.fromisoformat(LATEST):
+        raise HTTPException(400, f"from/to must lie between {EARLIEST} and {LATEST}")
+    return when
 
 
 def _iso_ns(ts: int) -> str:
