@@ -43,7 +43,8 @@ def _lake(home: Path) -> Path:
         _write(lake / "windtunnel" / "raw_run" / f"run_id={run}" / "data.parquet", pa.table({
             "ts": _ts(T0 + np.arange(n) * 1_000_000), "channel": ["FLOW_V"] * n, "value": np.sin(np.arange(n))}))
         _write(lake / "windtunnel" / "qc_report" / f"run_id={run}" / "data.parquet", pa.table({
-            "channel": ["FLOW_V"], "status": ["pass"], "run_status": ["pass"]}))
+            "channel": ["FLOW_V"], "category": ["flow"], "status": ["pass"], "reasons": [""], "samples": [n],
+            "spike_count": [0], "max_gap_s": [0.001], "run_status": ["pass"]}))
     # r2's QC report damaged (a bad restore, a full disk): truncated to its first bytes
     bad = lake / "windtunnel" / "qc_report" / "run_id=r2" / "data.parquet"
     bad.write_bytes(bad.read_bytes()[:100])

@@ -11,6 +11,7 @@ bearer token. OpenAPI docs at /docs.
 import hmac
 import io
 import json
+import logging
 import os
 import threading
 import time
@@ -31,6 +32,7 @@ from aero_assets.ids import InvalidIdentifier, validate_id
 from aero_assets.serve import lake_reader as lr
 from resources.settings import Settings
 
+log = logging.getLogger(__name__)
 MAX_PAGE = 1000
 DAY = r"^\d{4}-\d{2}-\d{2}$"
 
@@ -85,6 +87,13 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(lr.NotFound)
     async def _missing(_request, exc: lr.NotFound):
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(pa.ArrowInvalid)
+    async def _damaged(_request, exc: pa.ArrowInvalid):
+        # a damaged lake file (truncated, not Parquet): the operator's problem, named in the log, not the body
+        log.error("a lake file could not be read: %s", exc)
+        return JSONResponse({"detail": "a lake file this answer needs could not be read (damaged?); "
+                                       "see the server log"}, status_code=503)
 
     @app.middleware("http")
     async def _count(request: Request, call_next):

@@ -58,13 +58,17 @@ def windtunnel_runs(root: Path, exports_root: Path) -> list[dict]:
     metrics = {run for run, _ in _parts(root, "windtunnel", "aero_metrics")}
     runs = []
     for run, raw in _parts(root, "windtunnel", "raw_run"):
-        status, failed = "unchecked", None
-        if run in qc:
-            table = pq.read_table(qc[run], columns=["status", "run_status"])
-            status = table["run_status"][0].as_py() if table.num_rows else "unchecked"
-            failed = int(pc.sum(pc.equal(table["status"], "fail")).as_py() or 0)
+        status, failed, samples = "unchecked", None, None
+        try:  # one damaged file (a bad restore, a full disk) marks its run, not the whole list
+            if run in qc:
+                table = pq.read_table(qc[run], columns=["status", "run_status"])
+                status = table["run_status"][0].as_py() if table.num_rows else "unchecked"
+                failed = int(pc.sum(pc.equal(table["status"], "fail")).as_py() or 0)
+            samples = pq.ParquetFile(raw).metadata.num_rows
+        except (pa.ArrowException, OSError, KeyError):
+            status = "unreadable"
         runs.append({"run_id": run, "qc_status": status, "channels_failed": failed,
-                     "samples": pq.ParquetFile(raw).metadata.num_rows, "processed": run in processed,
+                     "samples": samples, "processed": run in processed,
                      "measured": run in metrics, "released": (exports_root / run / "processed.csv").is_file()})
     return runs
 

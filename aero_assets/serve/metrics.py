@@ -6,6 +6,7 @@ against the landing group's committed offsets) is cached for 15 s and bounded by
 a scrape stays fast while the broker is down, and says so (`aero_broker_up 0`).
 """
 
+import logging
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from aero_assets.serve import lake_reader as lr
 from resources.settings import Settings
 
 BROKER_CACHE_S = 15.0
+log = logging.getLogger(__name__)
 LANDED_TOPICS = ("windtunnel_samples", "windtunnel_runs", "tires_raw", "f1_telemetry", "f1_sessions", "rig_readings",
                  "weather_observations")
 
@@ -123,24 +125,46 @@ class _LakeCollector:
             dlq.add_metric([topic], n)
         yield dlq
 
+        unreadable = GaugeMetricFamily("aero_lake_unreadable_files", "Lake files a scrape could not read (damaged):"
+                                       " runs with an unreadable QC report, or 1 for a part that failed",
+                                       labels=["part"])
         runs = GaugeMetricFamily("aero_windtunnel_runs", "Landed wind-tunnel runs by QC status", labels=["qc_status"])
         counts = {"pass": 0, "warn": 0, "fail": 0, "unchecked": 0}
-        for r in lr.windtunnel_runs(lake, exports):
+        for r in _guarded(unreadable, "windtunnel", lambda: lr.windtunnel_runs(lake, exports), []):
             counts[r["qc_status"]] = counts.get(r["qc_status"], 0) + 1
         for status, n in counts.items():
             runs.add_metric([status], n)
+        if counts.get("unreadable"):
+            unreadable.add_metric(["windtunnel"], counts["unreadable"])
         yield runs
 
+        # each part read on its own: a damaged file leaves its gauge out (and says so), never fails the scrape
         open_alerts = GaugeMetricFamily("aero_tires_open_alerts", "Tire alert episodes still open")
-        open_alerts.add_metric([], _open_alerts(lake))
+        n = _guarded(unreadable, "tires", lambda: _open_alerts(lake), None)
+        if n is not None:
+            open_alerts.add_metric([], n)
         yield open_alerts
         laps = GaugeMetricFamily("aero_f1_laps_summarised", "F1 laps summarised, all sessions")
-        laps.add_metric([], sum(s["laps"] for s in lr.f1_sessions(lake)))
+        n = _guarded(unreadable, "f1", lambda: sum(s["laps"] for s in lr.f1_sessions(lake)), None)
+        if n is not None:
+            laps.add_metric([], n)
         yield laps
         anomalies = GaugeMetricFamily("aero_rig_anomalies", "Rig anomalies in the last 7 days with data")
-        anomalies.add_metric([], _recent_rig_anomalies(lake))
+        n = _guarded(unreadable, "rig", lambda: _recent_rig_anomalies(lake), None)
+        if n is not None:
+            anomalies.add_metric([], n)
         yield anomalies
-        yield from _forecast_families(lake)
+        yield from _guarded(unreadable, "forecast", lambda: list(_forecast_families(lake)), [])
+        yield unreadable
+
+
+def _guarded(unreadable: GaugeMetricFamily, part: str, read, default):
+    try:
+        return read()
+    except Exception:  # a damaged lake file: logged, counted, the rest of the scrape goes on
+        log.exception("metrics: cannot read the lake's %s part", part)
+        unreadable.add_metric([part], 1)
+        return default
 
 
 def _open_alerts(lake: Path) -> int:
