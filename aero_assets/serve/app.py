@@ -16,10 +16,12 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
+import anyio
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -34,6 +36,7 @@ from resources.settings import Settings
 
 log = logging.getLogger(__name__)
 MAX_PAGE = 1000
+MAX_LIVE_STREAMS = 8  # open SSE clients; each holds a broker consumer and a thread
 DAY = r"^\d{4}-\d{2}-\d{2}$"
 
 
@@ -76,6 +79,9 @@ def create_app(settings: Settings) -> FastAPI:
                                 headers={"WWW-Authenticate": "Bearer"})
 
     auth = [Depends(authorized)]
+    max_live = MAX_LIVE_STREAMS
+    live_slots = threading.BoundedSemaphore(max_live)
+    live_limiter = anyio.CapacityLimiter(max_live)
     app = FastAPI(title="Aero read API", version="1",
                   description="Wind-tunnel runs, tire fleet windows and alerts, F1 laps, rig KPIs and anomalies, "
                               "forecasts: read-only over Aero's lake.")
@@ -189,9 +195,19 @@ def create_app(settings: Settings) -> FastAPI:
         return _rows(lr.fleet_status(lake, _utc(start), _utc(end)), limit, offset)
 
     @app.get("/tires/alerts/live", tags=["tires"], dependencies=auth)
-    def live_alerts(seconds: Annotated[float, Query(gt=0, le=3600)] = 300):
-        """Server-sent events from `tires.alerts` as they are published (own consumer group, nothing committed)."""
-        return StreamingResponse(_alert_events(settings, seconds), media_type="text/event-stream")
+    async def live_alerts(seconds: Annotated[float, Query(gt=0, le=3600)] = 300):
+        """Server-sent events from `tires.alerts` as they are published (own consumer group, nothing committed).
+
+        At most MAX_LIVE_STREAMS at once (a 503 beyond), each polled on threads of its own: open streams
+        never take the threads every other endpoint is served on.
+        """
+        if not live_slots.acquire(blocking=False):
+            raise HTTPException(503, f"at most {max_live} live streams at once; try again later",
+                                headers={"Retry-After": "10"})
+        release = _once(live_slots.release)
+        stream = _in_threads(_alert_events(settings, seconds), live_limiter, release)
+        weakref.finalize(stream, release)  # a stream dropped before its first chunk still gives its slot back
+        return StreamingResponse(stream, media_type="text/event-stream")
 
     # -- F1, rig ---------------------------------------------------------------------------------------------
 
@@ -329,14 +345,48 @@ def _csv(table: pa.Table | None, filename: str) -> Response:
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
-def _alert_events(settings: Settings, seconds: float):
-    from confluent_kafka import OFFSET_END, TopicPartition
+def _once(fn):
+    lock, done = threading.Lock(), []
 
-    from resources.kafka import KafkaResource
+    def call():
+        with lock:
+            if done:
+                return
+            done.append(True)
+        fn()
+    return call
+
+
+_DONE = object()
+
+
+async def _in_threads(gen, limiter: anyio.CapacityLimiter, release):
+    """A blocking generator's chunks, each computed on a thread of `limiter`; closed and released at the end."""
+    try:
+        while True:
+            chunk = await anyio.to_thread.run_sync(next, gen, _DONE, limiter=limiter)
+            if chunk is _DONE:
+                return
+            yield chunk
+    finally:
+        try:
+            gen.close()
+        finally:
+            release()
+
+
+def _alert_events(settings: Settings, seconds: float):
+    from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
+
+    from resources.kafka import BrokerUnavailable, KafkaResource
 
     kafka = KafkaResource.from_settings(settings.kafka)
     topic = settings.topics.tires_alerts
-    identity = kafka.identity(topic, timeout=5)
+    try:
+        identity = kafka.identity(topic, timeout=5)
+    except (BrokerUnavailable, KafkaException):
+        yield f"event: error\ndata: {json.dumps({'detail': 'the Kafka broker is unavailable'})}\n\n"
+        return
     if identity is None:
         yield f"event: error\ndata: {json.dumps({'detail': f'topic {topic} does not exist'})}\n\n"
         return
@@ -348,7 +398,12 @@ def _alert_events(settings: Settings, seconds: float):
     try:
         yield ": connected\n\n"
         while time.monotonic() < deadline:
-            for msg in consumer.consume(num_messages=500, timeout=1.0):
+            try:
+                batch = consumer.consume(num_messages=500, timeout=1.0)
+            except KafkaException:
+                yield f"event: error\ndata: {json.dumps({'detail': 'the Kafka broker was lost'})}\n\n"
+                return
+            for msg in batch:
                 if msg.error() is None and msg.value() is not None:
                     yield f"event: alert\ndata: {msg.value().decode(errors='replace')}\n\n"
                     quiet_since = time.monotonic()
