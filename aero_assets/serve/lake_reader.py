@@ -110,10 +110,10 @@ SERIES_CACHE_BYTES = 256 * 1024 * 1024  # decoded channels kept across requests 
 
 
 class _SeriesCache:
-    """Decoded, time-sorted (t since the run's first sample, value) per (file, mtime, size, channel); LRU by bytes.
+    """Decoded, time-sorted (t since the run's first sample, value) per (file version, channel); LRU by bytes.
 
-    A landed Parquet file is replaced, never edited in place (tmp + rename), so (path, mtime_ns, size)
-    names one version of it: a re-landed run is a new key and the old entries age out.
+    A landed Parquet file is replaced, never edited in place (tmp + rename), so `_version` (path, inode,
+    ctime, mtime, size) names one version of it: a re-landed run is a new key and the old entries age out.
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -176,10 +176,14 @@ class ResponseCache:
 responses = ResponseCache()
 
 
-def _version(path: Path) -> tuple[str, int, int]:
-    """(path, mtime_ns, size): one version of a file the lake replaces, never edits in place."""
+def _version(path: Path) -> tuple[str, int, int, int, int]:
+    """(path, inode, ctime_ns, mtime_ns, size): one version of a file the lake replaces, never edits in place.
+
+    mtime and size alone are not enough: a restore (cp -p, rsync -a, touch -d) can bring back the old
+    mtime on a same-size rewrite. A rename gives a new inode and ctime, which no tool can set back.
+    """
     st = path.stat()
-    return str(path), st.st_mtime_ns, st.st_size
+    return str(path), st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size
 
 
 def windtunnel_series_json(root: Path, run_id: str, channels: list[str], start_s: float | None,
@@ -199,7 +203,7 @@ def alert_versions(root: Path, end: datetime | None) -> tuple:
 
 
 @functools.lru_cache(maxsize=256)
-def _run_origin(path: Path, version: tuple[int, int]) -> int:
+def _run_origin(path: Path, version: tuple[int, ...]) -> int:
     """The run's first ts (ns): from the row groups' statistics, else by reading the ts column once."""
     meta = pq.ParquetFile(path).metadata
     col = meta.schema.names.index("ts")
@@ -211,8 +215,7 @@ def _run_origin(path: Path, version: tuple[int, int]) -> int:
 
 def _load_channels(path: Path, channels: list[str] | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """(t, v) of the channels (every channel if None) of one landed run, each sorted by time, from the cache."""
-    stat = path.stat()
-    version = (stat.st_mtime_ns, stat.st_size)
+    version = _version(path)[1:]
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     missing = []
     for c in channels or []:
