@@ -4,8 +4,9 @@ Read-only by construction: the lake is read as Parquet files, models from the mo
 only by consumer groups of its own that commit nothing, so a request never holds a lock a landing
 or an asset needs. Identifiers and filters are validated as everywhere else (`aero_assets.ids`):
 a bad one is a 400 that says what is allowed, a missing thing a 404; no request text reaches a
-path or a query unvalidated. With `AERO_API_TOKEN` set, every endpoint but /healthz wants it as a
-bearer token. OpenAPI docs at /docs.
+path or a query unvalidated. With `AERO_API_TOKEN` set, every data endpoint and /metrics want it as a
+bearer token; public are /healthz, the explorer shell (/explorer, /static: no data, it asks the
+API with the token from its URL fragment) and the docs (/docs, /openapi.json: the schema only).
 """
 
 import hmac
