@@ -59,7 +59,7 @@ class ApiMetrics:
         broker = self.broker_state()
         storage = [f for f in check_instance(self.settings) if f.check == "instance storage"]
         return {
-            "lake": {"status": "ok" if lake.is_dir() else "missing", "path": str(lake)},
+            "lake": {"status": "ok" if lake.is_dir() else "missing"},  # (no path: /healthz needs no token)
             "broker": {"status": "ok" if broker["up"] else "down", "bootstrap": self.settings.kafka.bootstrap_servers},
             "instance_storage": {"status": "ok" if storage and storage[0].status == "ok" else "down",
                                  "detail": storage[0].detail if storage else ""},
