@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 from scipy.ndimage import median_filter
 
 from aero_assets.rig import kernels
-from aero_assets.rig.cleaning import join_parts, lex_rig_codes, sort_by_rig_ts, to_numpy
+from aero_assets.rig.cleaning import join_parts, lex_rig_codes, neighbour_changes, sort_by_rig_ts, to_numpy
 from aero_assets.rig.schema import CLEAN_SCHEMA
 
 WINDOW = 11
@@ -256,7 +256,7 @@ def _sorted_segments(rig_id: pa.ChunkedArray, ts: np.ndarray) -> np.ndarray | No
     n = len(rig_id)
     if n < 2:
         return np.array([0, n], dtype=np.int64)
-    change = pc.not_equal(rig_id.slice(1), rig_id.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    change = neighbour_changes(rig_id)
     starts = np.flatnonzero(change) + 1
     if starts.size and not pc.all(pc.greater(rig_id.take(pa.array(starts)), rig_id.take(pa.array(starts - 1)))).as_py():
         return None

@@ -71,6 +71,12 @@ def to_numpy(col: pa.ChunkedArray | pa.Array, fill: float | int | None = None) -
     return col.to_numpy(zero_copy_only=False)
 
 
+def neighbour_changes(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """col[i + 1] != col[i] for every neighbour pair (a string comparison, cheaper than dictionary-encoding)."""
+    n = len(col)
+    return pc.not_equal(col.slice(1), col.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+
+
 def values_ignoring_nulls(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """A numeric column's data buffer as NumPy, whatever its null slots hold (one chunk: no copy).
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from aero_assets.rig import kernels
-from aero_assets.rig.cleaning import to_numpy
+from aero_assets.rig.cleaning import neighbour_changes, to_numpy
 from aero_assets.rig.schema import TS_TYPE
 
 NS_PER_DAY = 86_400 * 1_000_000_000
@@ -47,8 +47,8 @@ def kpis_by_day(scored: pa.Table) -> pa.Table:
     new_run = np.ones(n, dtype=bool)  # a run starts where rig_id or day differs from the row before
     if n > 1:
         with ThreadPoolExecutor(1) as pool:  # (Arrow releases the GIL: both comparisons at once)
-            day_changes = pool.submit(_changes, scored["day"])
-            new_run[1:] = _changes(scored["rig_id"])
+            day_changes = pool.submit(neighbour_changes, scored["day"])
+            new_run[1:] = neighbour_changes(scored["rig_id"])
             new_run[1:] |= day_changes.result()
     starts = np.flatnonzero(new_run)
     alert = pc.or_(scored["temperature_alert"], scored["pressure_alert"]).to_numpy(zero_copy_only=False)
@@ -76,12 +76,6 @@ def kpis_by_day(scored: pa.Table) -> pa.Table:
         ],
         schema=KPI_SCHEMA,
     )
-
-
-def _changes(col: pa.ChunkedArray) -> np.ndarray:
-    """col[i + 1] != col[i] for every neighbour pair (a string comparison, cheaper than dictionary-encoding)."""
-    n = len(col)
-    return pc.not_equal(col.slice(1), col.slice(0, n - 1)).to_numpy(zero_copy_only=False)
 
 
 def daily_kpis(scored: pa.Table, day: str) -> pa.Table:

@@ -53,38 +53,40 @@ def _part(root: Path, key: str, value: str, *asset: str, what: str = "run") -> P
 
 def windtunnel_runs(root: Path, exports_root: Path) -> list[dict]:
     """Every landed run with its QC status (pass/warn/fail, or unchecked) and how far it got."""
-    qc = {run: path for run, path in _parts(root, "windtunnel", "qc_report")}
-    processed = {run for run, _ in _parts(root, "windtunnel", "processed_run")}
-    metrics = {run for run, _ in _parts(root, "windtunnel", "aero_metrics")}
-    runs = []
-    for run, raw in _parts(root, "windtunnel", "raw_run"):
-        status, failed, samples = "unchecked", None, None
-        try:  # one damaged file (a bad restore, a full disk) marks its run, not the whole list
-            if run in qc:
-                table = pq.read_table(qc[run], columns=["status", "run_status"])
-                status = table["run_status"][0].as_py() if table.num_rows else "unchecked"
-                failed = int(pc.sum(pc.equal(table["status"], "fail")).as_py() or 0)
-            samples = pq.ParquetFile(raw).metadata.num_rows
-        except (pa.ArrowException, OSError, KeyError):
-            status = "unreadable"
-        runs.append({"run_id": run, "qc_status": status, "channels_failed": failed,
-                     "samples": samples, "processed": run in processed,
-                     "measured": run in metrics, "released": (exports_root / run / "processed.csv").is_file()})
-    return runs
+    return [_run_summary(root, exports_root, run, raw) for run, raw in _parts(root, "windtunnel", "raw_run")]
+
+
+def _run_file(root: Path, asset: str, run_id: str) -> Path:
+    return root / "windtunnel" / asset / f"run_id={run_id}" / "data.parquet"
+
+
+def _run_summary(root: Path, exports_root: Path, run: str, raw: Path) -> dict:
+    """One landed run's QC status and how far it got, from its own files only."""
+    qc = _run_file(root, "qc_report", run)
+    status, failed, samples = "unchecked", None, None
+    try:  # one damaged file (a bad restore, a full disk) marks its run, not the whole list
+        if qc.is_file():
+            table = pq.read_table(qc, columns=["status", "run_status"])
+            status = table["run_status"][0].as_py() if table.num_rows else "unchecked"
+            failed = int(pc.sum(pc.equal(table["status"], "fail")).as_py() or 0)
+        samples = pq.ParquetFile(raw).metadata.num_rows
+    except (pa.ArrowException, OSError, KeyError):
+        status = "unreadable"
+    return {"run_id": run, "qc_status": status, "channels_failed": failed, "samples": samples,
+            "processed": _run_file(root, "processed_run", run).is_file(),
+            "measured": _run_file(root, "aero_metrics", run).is_file(),
+            "released": (exports_root / run / "processed.csv").is_file()}
 
 
 def windtunnel_run(root: Path, exports_root: Path, run_id: str) -> dict:
     """One run: its QC per channel and its aero metrics."""
-    runs = {r["run_id"]: r for r in windtunnel_runs(root, exports_root)}
-    validate_id(run_id)
-    if run_id not in runs:
-        raise NotFound(f"no wind-tunnel run {run_id!r}")
-    out = dict(runs[run_id])
-    qc_path = root / "windtunnel" / "qc_report" / f"run_id={run_id}" / "data.parquet"
+    raw = _part(root, "run_id", run_id, "windtunnel", "raw_run")  # (validates the id; NotFound when not landed)
+    out = _run_summary(root, exports_root, run_id, raw)
+    qc_path = _run_file(root, "qc_report", run_id)
     if qc_path.is_file():
         cols = ["channel", "category", "status", "reasons", "samples", "spike_count", "max_gap_s"]
         out["qc"] = pq.read_table(qc_path, columns=cols).to_pylist()
-    metrics_path = root / "windtunnel" / "aero_metrics" / f"run_id={run_id}" / "data.parquet"
+    metrics_path = _run_file(root, "aero_metrics", run_id)
     if metrics_path.is_file():
         cols = ["kind", "name", "unit", "value", "std_error", "ci95_low", "ci95_high"]
         out["metrics"] = pq.read_table(metrics_path, columns=cols).to_pylist()

@@ -139,21 +139,18 @@ class _LakeCollector:
         yield runs
 
         # each part read on its own: a damaged file leaves its gauge out (and says so), never fails the scrape
-        open_alerts = GaugeMetricFamily("aero_tires_open_alerts", "Tire alert episodes still open")
-        n = _guarded(unreadable, "tires", lambda: _open_alerts(lake), None)
-        if n is not None:
-            open_alerts.add_metric([], n)
-        yield open_alerts
-        laps = GaugeMetricFamily("aero_f1_laps_summarised", "F1 laps summarised, all sessions")
-        n = _guarded(unreadable, "f1", lambda: sum(s["laps"] for s in lr.f1_sessions(lake)), None)
-        if n is not None:
-            laps.add_metric([], n)
-        yield laps
-        anomalies = GaugeMetricFamily("aero_rig_anomalies", "Rig anomalies in the last 7 days with data")
-        n = _guarded(unreadable, "rig", lambda: _recent_rig_anomalies(lake), None)
-        if n is not None:
-            anomalies.add_metric([], n)
-        yield anomalies
+        for name, doc, part, read in (
+            ("aero_tires_open_alerts", "Tire alert episodes still open", "tires", lambda: _open_alerts(lake)),
+            ("aero_f1_laps_summarised", "F1 laps summarised, all sessions", "f1",
+             lambda: sum(s["laps"] for s in lr.f1_sessions(lake))),
+            ("aero_rig_anomalies", "Rig anomalies in the last 7 days with data", "rig",
+             lambda: _recent_rig_anomalies(lake)),
+        ):
+            gauge = GaugeMetricFamily(name, doc)
+            n = _guarded(unreadable, part, read, None)
+            if n is not None:
+                gauge.add_metric([], n)
+            yield gauge
         yield from _guarded(unreadable, "forecast", lambda: list(_forecast_families(lake)), [])
         yield unreadable
 
