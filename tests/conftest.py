@@ -6,6 +6,7 @@ test gets a fresh one and tests never see each other's topics or offsets.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -98,14 +99,14 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2, what: str 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 
-@pytest.fixture
-def serving_pg_url() -> Iterator[str]:
-    """A fresh database on the local PostgreSQL server, dropped after the test."""
+@contextlib.contextmanager
+def fresh_postgres_database(prefix: str) -> Iterator[str]:
+    """A new database on the local PostgreSQL server (libpq URL), dropped afterwards with its connections."""
     import uuid
 
     import psycopg2
 
-    name = f"aero_serving_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     try:
         conn = psycopg2.connect(PG_SERVER + "/postgres", connect_timeout=5)
     except psycopg2.OperationalError as exc:
@@ -118,6 +119,38 @@ def serving_pg_url() -> Iterator[str]:
     finally:
         conn.cursor().execute(f"DROP DATABASE {name} WITH (FORCE)")
         conn.close()
+
+
+@pytest.fixture
+def serving_pg_url() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL server, dropped after the test."""
+    with fresh_postgres_database("aero_serving") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def running_daemon(log_dir: Path, env: dict, dagster_home: Path):
+    """A real `dagster-daemon` on the workspace; yields the instance, stops the daemon by process group.
+
+    The instance storage is created before the daemon starts: the two creating the SQLite tables at the
+    same moment ("table secondary_indexes already exists") killed the daemon.
+    """
+    import subprocess
+    import sys
+
+    from resources.embedded_broker import stop_process_group
+
+    with dg.DagsterInstance.from_config(str(dagster_home)):
+        pass
+    log = (log_dir / "daemon.log").open("wb")
+    daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w",
+                               str(REPO / "workspace.yaml")], env=env, cwd=REPO, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            yield instance
+    finally:
+        stop_process_group(daemon)
 
 
 @pytest.fixture(scope="session")

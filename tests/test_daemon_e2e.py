@@ -3,7 +3,6 @@ chain, the queued run executes in its own process, and the run is landed, QC'd, 
 compared and exported, with its checks passed.
 """
 
-import contextlib
 import json
 import os
 import shutil
@@ -17,8 +16,7 @@ import pytest
 from aero_assets.keys import QC_REPORT, RAW_RUN, RUN_EXPORT, RUNS_TOPIC_ASSET
 from aero_assets.windtunnel.analytics import QC_BLOCKING
 from aero_assets.windtunnel.assets import COUNT_CHECK
-from resources.embedded_broker import stop_process_group
-from tests.conftest import REPO, wait_for
+from tests.conftest import REPO, running_daemon, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.daemon]
 BIN = Path(sys.executable).parent
@@ -34,25 +32,6 @@ def _stack(tmp_path: Path, broker, **extra_env: str) -> tuple[Path, Path, dict]:
                                 "DAGSTER_HOME": str(dagster_home), **extra_env}
 
 
-@contextlib.contextmanager
-def _running_daemon(tmp_path: Path, env: dict, dagster_home: Path):
-    """A real `dagster-daemon` on the workspace; yields the instance, stops the daemon by process group.
-
-    The instance storage is created before the daemon starts: the two creating the SQLite tables at the
-    same moment ("table secondary_indexes already exists") killed the daemon.
-    """
-    with dg.DagsterInstance.from_config(str(dagster_home)):
-        pass
-    log = (tmp_path / "daemon.log").open("wb")
-    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
-                              env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-            yield instance
-    finally:
-        stop_process_group(daemon)
-
-
 def test_the_daemon_lands_a_simulated_run_without_any_manual_step(tmp_path, broker):
     home, dagster_home, env = _stack(tmp_path, broker)
 
@@ -64,7 +43,7 @@ def test_the_daemon_lands_a_simulated_run_without_any_manual_step(tmp_path, brok
     assert "simulate windtunnel" in sim.stderr, "a progress bar is shown on stderr"
     assert (home / "ground_truth" / "windtunnel" / f"{run_id}.json").exists()
 
-    with _running_daemon(tmp_path, env, dagster_home) as instance:
+    with running_daemon(tmp_path, env, dagster_home) as instance:
         def materialized(key):
             recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=5).records
             return [r for r in recs if r.partition_key == run_id]
@@ -104,7 +83,7 @@ def test_the_daemon_lands_tire_readings_and_refreshes_the_current_hour_by_itself
     hours = sorted({hour_key(h) for h in {(start // 3_600_000_000_000) * 3_600_000_000_000,
                                           ((start + 239 * S) // 3_600_000_000_000) * 3_600_000_000_000}})
 
-    with _running_daemon(tmp_path, env, dagster_home) as instance:
+    with running_daemon(tmp_path, env, dagster_home) as instance:
         def done(key):
             recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=20).records
             return {r.partition_key for r in recs} >= set(hours)
@@ -134,7 +113,7 @@ def test_the_daemon_summarises_and_publishes_every_lap_of_an_f1_session_by_itsel
     laps = json.loads(sim.stdout.strip().splitlines()[-1])["laps"]
     assert list(laps) == ["0", "1", "2"]
 
-    with _running_daemon(tmp_path, env, dagster_home) as instance:
+    with running_daemon(tmp_path, env, dagster_home) as instance:
         def published():
             recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=F1_PUBLISHED_LAPS),
                                                    limit=5).records
@@ -165,7 +144,7 @@ def test_the_daemon_lands_a_dropped_csv_and_its_day_by_itself(tmp_path, broker):
     (inbox / "rig-21__nov29.csv").write_text("timestamp,temperature,pressure,uptime\n" + "\n".join(lines) + "\n")
     (inbox / "no header.csv").write_text("1,2,3\n")
 
-    with _running_daemon(tmp_path, env, dagster_home) as instance:
+    with running_daemon(tmp_path, env, dagster_home) as instance:
         def kpis():
             recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=RIG_KPIS), limit=5).records
             return [r for r in recs if r.partition_key == "2026-11-29"]
@@ -198,7 +177,7 @@ def test_the_daemon_trains_monitors_and_retrains_a_drifting_station_by_itself(tm
     release_ts = START + RELEASE_DAYS * 86_400_000_000_000
     _publish(kafka, "weather.observations", frame[frame["ts"] < release_ts])
 
-    with _running_daemon(tmp_path, env, dagster_home) as instance:
+    with running_daemon(tmp_path, env, dagster_home) as instance:
         wait_for(lambda: released_champion(lake, "hw") and released_champion(lake, "calm"), timeout=300,
                  interval=1.0, what="the daemon to land the history and release both champions")
         first = released_champion(lake, "hw")

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from tests.conftest import ARTIFACTS
-from tests.topology import REPO, Stack, wait_until
+from tests.conftest import ARTIFACTS, wait_for
+from tests.topology import REPO, Stack
 
 pytestmark = [pytest.mark.broker, pytest.mark.daemon]
 GROUPS = {"windtunnel", "tires", "f1", "rig", "forecast"}
@@ -85,7 +85,7 @@ def test_every_domain_lands_and_checks_itself_and_graphql_reads_it_back(stack):
 
 def _page(driver, url: str, ready, what: str, timeout: float = 60.0):
     driver.get(url)
-    return wait_until(lambda: ready(driver), timeout=timeout, interval=0.5, what=what)
+    return wait_for(lambda: ready(driver), timeout=timeout, interval=0.5, what=what)
 
 
 def _text(driver) -> str:
@@ -118,10 +118,10 @@ def test_a_qc_report_materialization_shows_its_plot(stack, browser):
     url = f"{stack.webserver}/assets/windtunnel/qc_report?view=events&partition={stack.good_run}"
     _page(browser, url, lambda d: f"Partition {stack.good_run} materialized" in _text(d),
           "the materialization of the good run's QC report")
-    link = wait_until(lambda: browser.find_elements(By.XPATH, "//*[text()='[Show Markdown]']"), timeout=30,
+    link = wait_for(lambda: browser.find_elements(By.XPATH, "//*[text()='[Show Markdown]']"), timeout=30,
                       interval=0.5, what="the plot's metadata entry")
     link[0].click()
-    plots = wait_until(lambda: [i for i in browser.find_elements(By.CSS_SELECTOR, "img[src^='data:image/png']")
+    plots = wait_for(lambda: [i for i in browser.find_elements(By.CSS_SELECTOR, "img[src^='data:image/png']")
                                 if i.is_displayed() and browser.execute_script("return arguments[0].naturalWidth", i)],
                        timeout=30, interval=0.5, what="the QC plot to render")
     width = browser.execute_script("return arguments[0].naturalWidth", plots[0])

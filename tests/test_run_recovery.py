@@ -29,8 +29,7 @@ from dagster._core.test_utils import create_run_for_test
 from aero_assets.keys import RAW_RUN, RUN_EXPORT, WINDTUNNEL_LANDING_POOL
 from aero_assets.landing import LANDING_GROUP
 from aero_assets.windtunnel.assets import COUNT_CHECK, LANDING_PAUSE_POINT
-from resources.embedded_broker import stop_process_group
-from tests.conftest import REPO, wait_for
+from tests.conftest import REPO, running_daemon, wait_for
 
 BIN = Path(sys.executable).parent
 SAMPLES = 38_800  # one second of tunnel time
@@ -89,6 +88,20 @@ def fast_copy_of_repo_instance(dagster_home: Path) -> dict:
     return cfg
 
 
+def paused_stack(tmp_path: Path, broker, settings, point: str) -> tuple[Path, Path, dict, Path]:
+    """(AERO_HOME, DAGSTER_HOME, env, marker) for a daemon whose first run to reach `point` pauses there."""
+    home = settings.home
+    dagster_home = home / "dagster"
+    dagster_home.mkdir(parents=True)
+    fast_copy_of_repo_instance(dagster_home)
+    marker = tmp_path / "paused"
+    env = {**os.environ, "AERO_HOME": str(home), "AERO_KAFKA_BOOTSTRAP": broker.bootstrap,
+           "DAGSTER_HOME": str(dagster_home), "AERO_TEST_PAUSE_AT": point, "AERO_TEST_PAUSE_MARKER": str(marker),
+           # the auto-retry daemon reads new run failures every 5 s by default
+           "DAGSTER_EVENT_LOG_CONSUMER_DAEMON_INTERVAL_SECONDS": "1"}
+    return home, dagster_home, env, marker
+
+
 def pool_state(instance: dg.DagsterInstance) -> str:
     info = instance.event_log_storage.get_concurrency_info(WINDTUNNEL_LANDING_POOL)
     return (f"pool {WINDTUNNEL_LANDING_POOL}: limit {info.limit}, claimed by "
@@ -100,16 +113,7 @@ def pool_state(instance: dg.DagsterInstance) -> str:
 @pytest.mark.daemon
 def test_a_sigkilled_landing_run_frees_its_slot_and_is_retried_without_loss_or_duplicates(tmp_path, broker, kafka,
                                                                                           settings):
-    home = settings.home
-    dagster_home = home / "dagster"
-    dagster_home.mkdir(parents=True)
-    fast_copy_of_repo_instance(dagster_home)
-    marker = tmp_path / "paused-before-commit"
-    env = {**os.environ, "AERO_HOME": str(home), "AERO_KAFKA_BOOTSTRAP": broker.bootstrap,
-           "DAGSTER_HOME": str(dagster_home), "AERO_TEST_PAUSE_AT": LANDING_PAUSE_POINT,
-           "AERO_TEST_PAUSE_MARKER": str(marker),
-           # the auto-retry daemon reads new run failures every 5 s by default
-           "DAGSTER_EVENT_LOG_CONSUMER_DAEMON_INTERVAL_SECONDS": "1"}
+    home, dagster_home, env, marker = paused_stack(tmp_path, broker, settings, LANDING_PAUSE_POINT)
 
     sim = subprocess.run([str(BIN / "aero"), "simulate", "windtunnel", "--runs", "1", "--duration", "1",
                           "--session", "kill", "--seed", "3"], env=env, cwd=REPO, capture_output=True,
@@ -124,71 +128,65 @@ def test_a_sigkilled_landing_run_frees_its_slot_and_is_retried_without_loss_or_d
                     asynchronous=False)
     consumer.close()
 
-    log = (tmp_path / "daemon.log").open("wb")
-    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
-                              env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-            # 1. the sensor's run is landing: files written, offsets not yet committed, slot held
-            wait_for(lambda: marker.exists() and marker.read_text().endswith("\n"), timeout=120, interval=0.1,
-                     what="the landing run to reach the point between write and commit")
-            pid, files_written = map(int, marker.read_text().split())
-            assert files_written >= 1
-            [killed] = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
-            assert killed.tags["dagster/partition"] == run_id
-            started = instance.all_logs(killed.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
-            pids = [e.dagster_event.engine_event_data.metadata["pid"].value for e in started
-                    if e.message and e.message.startswith("Started process for run")]
-            assert pids == [str(pid)], "the marker's pid is the run worker Dagster reported"
-            info = instance.event_log_storage.get_concurrency_info(WINDTUNNEL_LANDING_POOL)
-            assert [s.run_id for s in info.claimed_slots] == [killed.run_id], pool_state(instance)
-            samples_dir = home / "lake" / "landing" / "windtunnel.samples" / f"run_id={run_id}"
-            assert list(samples_dir.glob("*.parquet")), "the killed landing left uncommitted files"
+    with running_daemon(tmp_path, env, dagster_home) as instance:
+        # 1. the sensor's run is landing: files written, offsets not yet committed, slot held
+        wait_for(lambda: marker.exists() and marker.read_text().endswith("\n"), timeout=120, interval=0.1,
+                 what="the landing run to reach the point between write and commit")
+        pid, files_written = map(int, marker.read_text().split())
+        assert files_written >= 1
+        [killed] = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+        assert killed.tags["dagster/partition"] == run_id
+        started = instance.all_logs(killed.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+        pids = [e.dagster_event.engine_event_data.metadata["pid"].value for e in started
+                if e.message and e.message.startswith("Started process for run")]
+        assert pids == [str(pid)], "the marker's pid is the run worker Dagster reported"
+        info = instance.event_log_storage.get_concurrency_info(WINDTUNNEL_LANDING_POOL)
+        assert [s.run_id for s in info.claimed_slots] == [killed.run_id], pool_state(instance)
+        samples_dir = home / "lake" / "landing" / "windtunnel.samples" / f"run_id={run_id}"
+        assert list(samples_dir.glob("*.parquet")), "the killed landing left uncommitted files"
 
-            # 2. kill -9 the run worker
-            os.kill(pid, signal.SIGKILL)
+        # 2. kill -9 the run worker
+        os.kill(pid, signal.SIGKILL)
 
-            # 3. it is marked failed (by the code server that launched it: the default run launcher
-            #    cannot check a worker's health; see dagster.yaml)
-            wait_for(lambda: instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE,
-                     timeout=30, what="the killed run to be marked failed")
+        # 3. it is marked failed (by the code server that launched it: the default run launcher
+        #    cannot check a worker's health; see dagster.yaml)
+        wait_for(lambda: instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE,
+                 timeout=30, what="the killed run to be marked failed")
 
-            # 4. retried by itself; the retry needs the killed run's pool slot
-            def retry():
-                runs = instance.get_runs(dg.RunsFilter(tags={"dagster/parent_run_id": killed.run_id}))
-                return runs[0] if runs else None
+        # 4. retried by itself; the retry needs the killed run's pool slot
+        def retry():
+            runs = instance.get_runs(dg.RunsFilter(tags={"dagster/parent_run_id": killed.run_id}))
+            return runs[0] if runs else None
 
-            retried = wait_for(retry, timeout=60, what="run_retries to launch a retry of the killed run")
-            assert retried.tags["dagster/retry_number"] == "1"
+        retried = wait_for(retry, timeout=60, what="run_retries to launch a retry of the killed run")
+        assert retried.tags["dagster/retry_number"] == "1"
 
-            def finished():
-                run = instance.get_run_by_id(retried.run_id)
-                return run if run.is_finished else None
+        def finished():
+            run = instance.get_run_by_id(retried.run_id)
+            return run if run.is_finished else None
 
-            try:
-                done = wait_for(finished, timeout=150, interval=0.5, what="the retry to finish")
-            except AssertionError as exc:
-                run = instance.get_run_by_id(retried.run_id)
-                raise AssertionError(f"{exc}; retry is {run.status.value}; {pool_state(instance)}") from None
-            assert done.status == dg.DagsterRunStatus.SUCCESS, pool_state(instance)
-            assert instance.get_run_by_id(killed.run_id).tags["dagster/auto_retry_run_id"] == retried.run_id
+        try:
+            done = wait_for(finished, timeout=150, interval=0.5, what="the retry to finish")
+        except AssertionError as exc:
+            run = instance.get_run_by_id(retried.run_id)
+            raise AssertionError(f"{exc}; retry is {run.status.value}; {pool_state(instance)}") from None
+        assert done.status == dg.DagsterRunStatus.SUCCESS, pool_state(instance)
+        assert instance.get_run_by_id(killed.run_id).tags["dagster/auto_retry_run_id"] == retried.run_id
 
-            info = instance.event_log_storage.get_concurrency_info(WINDTUNNEL_LANDING_POOL)
-            assert not info.claimed_slots and not info.pending_steps, pool_state(instance)
-            assert killed.run_id not in instance.event_log_storage.get_concurrency_run_ids()
+        info = instance.event_log_storage.get_concurrency_info(WINDTUNNEL_LANDING_POOL)
+        assert not info.claimed_slots and not info.pending_steps, pool_state(instance)
+        assert killed.run_id not in instance.event_log_storage.get_concurrency_run_ids()
 
-            [raw] = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=RAW_RUN), limit=5).records
-            assert raw.run_id == retried.run_id and raw.partition_key == run_id
-            md = raw.asset_materialization.metadata
-            assert md["dagster/row_count"].value == md["expected_samples"].value == SAMPLES
-            assert md["duplicate_samples_dropped"].value == 0
-            assert md["landing_samples"].value["orphan_files_removed"] >= 1, "the retry cleaned up the kill"
-            check = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(RAW_RUN, COUNT_CHECK))
-            assert check.run_id == retried.run_id and check.event.asset_check_evaluation.passed
-            exports = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=RUN_EXPORT), limit=5)
-            assert [r.run_id for r in exports.records] == [retried.run_id]
-    finally:
-        stop_process_group(daemon)
+        [raw] = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=RAW_RUN), limit=5).records
+        assert raw.run_id == retried.run_id and raw.partition_key == run_id
+        md = raw.asset_materialization.metadata
+        assert md["dagster/row_count"].value == md["expected_samples"].value == SAMPLES
+        assert md["duplicate_samples_dropped"].value == 0
+        assert md["landing_samples"].value["orphan_files_removed"] >= 1, "the retry cleaned up the kill"
+        check = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(RAW_RUN, COUNT_CHECK))
+        assert check.run_id == retried.run_id and check.event.asset_check_evaluation.passed
+        exports = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=RUN_EXPORT), limit=5)
+        assert [r.run_id for r in exports.records] == [retried.run_id]
 
     # no duplicate, no loss: the landed files hold every sample once, and so does raw_run
     landed = pa.concat_tables([pq.read_table(f, columns=["ts", "channel", "value", "_offset"])
@@ -211,14 +209,7 @@ def test_a_sigkilled_domain_run_is_retried_and_its_day_ends_balanced_with_no_dup
     from aero_assets.keys import RIG_CLEAN, RIG_KPIS, RIG_LANDING_POOL
     from aero_assets.rig.assets import BALANCE_CHECK, CLEAN_PAUSE_POINT
 
-    home = settings.home
-    dagster_home = home / "dagster"
-    dagster_home.mkdir(parents=True)
-    fast_copy_of_repo_instance(dagster_home)
-    marker = tmp_path / "paused-between-files"
-    env = {**os.environ, "AERO_HOME": str(home), "AERO_KAFKA_BOOTSTRAP": broker.bootstrap,
-           "DAGSTER_HOME": str(dagster_home), "AERO_TEST_PAUSE_AT": CLEAN_PAUSE_POINT,
-           "AERO_TEST_PAUSE_MARKER": str(marker), "DAGSTER_EVENT_LOG_CONSUMER_DAEMON_INTERVAL_SECONDS": "1"}
+    home, dagster_home, env, marker = paused_stack(tmp_path, broker, settings, CLEAN_PAUSE_POINT)
     inbox = home / "inbox" / "rig"
     inbox.mkdir(parents=True)
     lines = [f"2026-11-29T{h:02d}:{m:02d}:00Z,{55 + m % 7 * 0.1:.1f},1010.0,{100 + h:.1f}"
@@ -227,41 +218,33 @@ def test_a_sigkilled_domain_run_is_retried_and_its_day_ends_balanced_with_no_dup
     (inbox / "rig-07__nov29.csv").write_text("timestamp,temperature,pressure,uptime\n" + "\n".join(lines) + "\n")
     day = "2026-11-29"
 
-    with dg.DagsterInstance.from_config(str(dagster_home)):
-        pass  # (storage created before the daemon: see tests/test_daemon_e2e.py)
-    log = (tmp_path / "daemon.log").open("wb")
-    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
-                              env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-            wait_for(lambda: marker.exists() and marker.read_text().endswith("\n"), timeout=180, interval=0.2,
-                     what="the day's chain to reach the point between its clean and quarantine files")
-            pid, paused_day = marker.read_text().split()
-            assert paused_day == day
-            [killed] = [r for r in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
-                        if r.tags.get("dagster/partition") == day]
-            assert (home / "lake" / "rig" / "clean_readings" / f"day={day}" / "data.parquet").exists()
-            assert not (home / "lake" / "rig" / "quarantine" / f"day={day}" / "data.parquet").exists()
-            os.kill(int(pid), signal.SIGKILL)
+    with running_daemon(tmp_path, env, dagster_home) as instance:
+        wait_for(lambda: marker.exists() and marker.read_text().endswith("\n"), timeout=180, interval=0.2,
+                 what="the day's chain to reach the point between its clean and quarantine files")
+        pid, paused_day = marker.read_text().split()
+        assert paused_day == day
+        [killed] = [r for r in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+                    if r.tags.get("dagster/partition") == day]
+        assert (home / "lake" / "rig" / "clean_readings" / f"day={day}" / "data.parquet").exists()
+        assert not (home / "lake" / "rig" / "quarantine" / f"day={day}" / "data.parquet").exists()
+        os.kill(int(pid), signal.SIGKILL)
 
-            wait_for(lambda: instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE,
-                     timeout=30, what="the killed run to be marked failed")
+        wait_for(lambda: instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE,
+                 timeout=30, what="the killed run to be marked failed")
 
-            def retry():
-                runs = instance.get_runs(dg.RunsFilter(tags={"dagster/parent_run_id": killed.run_id}))
-                return runs[0] if runs and runs[0].is_finished else None
+        def retry():
+            runs = instance.get_runs(dg.RunsFilter(tags={"dagster/parent_run_id": killed.run_id}))
+            return runs[0] if runs and runs[0].is_finished else None
 
-            retried = wait_for(retry, timeout=180, interval=0.5, what="run_retries to re-run the killed day")
-            assert retried.status == dg.DagsterRunStatus.SUCCESS
-            for key in (RIG_CLEAN, RIG_KPIS):
-                recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=10).records
-                assert [r.run_id for r in recs if r.partition_key == day] == [retried.run_id], key
-            check = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(RIG_CLEAN, BALANCE_CHECK))
-            assert check.run_id == retried.run_id and check.event.asset_check_evaluation.passed
-            info = instance.event_log_storage.get_concurrency_info(RIG_LANDING_POOL)
-            assert not info.claimed_slots and not info.pending_steps
-    finally:
-        stop_process_group(daemon)
+        retried = wait_for(retry, timeout=180, interval=0.5, what="run_retries to re-run the killed day")
+        assert retried.status == dg.DagsterRunStatus.SUCCESS
+        for key in (RIG_CLEAN, RIG_KPIS):
+            recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=10).records
+            assert [r.run_id for r in recs if r.partition_key == day] == [retried.run_id], key
+        check = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(RIG_CLEAN, BALANCE_CHECK))
+        assert check.run_id == retried.run_id and check.event.asset_check_evaluation.passed
+        info = instance.event_log_storage.get_concurrency_info(RIG_LANDING_POOL)
+        assert not info.claimed_slots and not info.pending_steps
 
     lake = home / "lake" / "rig"
     clean = pq.read_table(lake / "clean_readings" / f"day={day}" / "data.parquet")

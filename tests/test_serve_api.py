@@ -264,11 +264,10 @@ def test_the_explorer_overlays_two_channels_of_a_run_in_a_real_browser(api, prod
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    from tests.conftest import ARTIFACTS
-    from tests.topology import wait_until
+    from tests.conftest import ARTIFACTS, wait_for
 
     browser.get(api + "/")
-    runs = wait_until(lambda: Select(browser.find_element(By.ID, "wt-runs")).options or None, timeout=30,
+    runs = wait_for(lambda: Select(browser.find_element(By.ID, "wt-runs")).options or None, timeout=30,
                       interval=0.3, what="the explorer to list the landed runs")
     assert production.good_run in [o.get_attribute("value") for o in runs]
     pick = Select(browser.find_element(By.ID, "wt-runs"))
@@ -280,7 +279,7 @@ def test_the_explorer_overlays_two_channels_of_a_run_in_a_real_browser(api, prod
         channels.select_by_value(c)
     browser.find_element(By.ID, "wt-baseline").click()
     browser.find_element(By.ID, "wt-plot").click()
-    box = wait_until(lambda: (b := browser.find_element(By.ID, "wt-chart")).get_attribute("data-series") and b,
+    box = wait_for(lambda: (b := browser.find_element(By.ID, "wt-chart")).get_attribute("data-series") and b,
                      timeout=30, interval=0.3, what="the chart to be drawn")
     assert int(box.get_attribute("data-series")) >= 2 and int(box.get_attribute("data-points")) > 100
     ink = browser.execute_script("""
@@ -300,8 +299,7 @@ def test_the_explorer_overlays_two_channels_of_a_run_in_a_real_browser(api, prod
 def test_a_lap_trace_and_the_explorer_compares_two_laps(api, production, browser):
     from selenium.webdriver.common.by import By
 
-    from tests.conftest import ARTIFACTS
-    from tests.topology import wait_until
+    from tests.conftest import ARTIFACTS, wait_for
 
     laps = get_json(api, f"/f1/sessions/{production.f1_session}/laps")["laps"]
     trace = get_json(api, f"/f1/sessions/{production.f1_session}/laps/{laps[-1]['lap']}/trace?max_points=500")
@@ -312,10 +310,10 @@ def test_a_lap_trace_and_the_explorer_compares_two_laps(api, production, browser
 
     browser.get(api + "/explorer")
     browser.find_element(By.CSS_SELECTOR, "nav button[data-tab='f1']").click()
-    wait_until(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#f1-lap-b option")) >= 2 or None, timeout=30,
+    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#f1-lap-b option")) >= 2 or None, timeout=30,
                interval=0.3, what="the session's laps in the explorer")
     browser.find_element(By.ID, "f1-compare").click()
-    wait_until(lambda: browser.find_element(By.ID, "f1-trace").get_attribute("data-series") or None, timeout=30,
+    wait_for(lambda: browser.find_element(By.ID, "f1-trace").get_attribute("data-series") or None, timeout=30,
                interval=0.3, what="the speed trace and delta time to be drawn")
     assert "delta time" in browser.find_element(By.ID, "f1-trace").text
     browser.save_screenshot(str(ARTIFACTS / "explorer_f1_laps.png"))

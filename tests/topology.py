@@ -21,18 +21,15 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg2
-
 from resources.embedded_broker import EmbeddedBroker, free_port, port_is_open, stop_process_group
+from tests.conftest import fresh_postgres_database, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 @dataclass
@@ -57,23 +54,6 @@ class Stack:
         if out.get("errors"):
             raise AssertionError(f"GraphQL errors: {out['errors']}")
         return out["data"]
-
-
-@contextlib.contextmanager
-def postgres_database(prefix: str = "aero_topology") -> Iterator[str]:
-    """A fresh database on the local server; yields its SQLAlchemy URL, drops it afterwards."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(PG_ADMIN, connect_timeout=5)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
 
 
 def _spawn(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -129,7 +109,9 @@ def production_stack(root: Path) -> Iterator[Stack]:
     logs.mkdir()
     shutil.copy(REPO / "docker" / "dagster.postgres.yaml", dagster_home / "dagster.yaml")
     procs: list[subprocess.Popen] = []
-    with postgres_database() as pg_url, EmbeddedBroker(port=free_port(), log_file=logs / "broker.log") as broker:
+    with (fresh_postgres_database("aero_topology") as pg_libpq,
+          EmbeddedBroker(port=free_port(), log_file=logs / "broker.log") as broker):
+        pg_url = pg_libpq.replace("postgresql://", "postgresql+psycopg2://", 1)
         grpc_port, web_port = free_port(), free_port()
         env = {**os.environ, "AERO_HOME": str(home), "AERO_KAFKA_BOOTSTRAP": broker.bootstrap,
                "DAGSTER_HOME": str(dagster_home), "AERO_DAGSTER_PG_URL": pg_url,
@@ -164,18 +146,6 @@ def production_stack(root: Path) -> Iterator[Stack]:
                 stop_process_group(proc)
 
 
-def wait_until(predicate, timeout: float, what: str, interval: float = 2.0):
-    """Poll `predicate` (no process watch: the stack's processes are watched by their own tests)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
-
-
 LANDED = {"windtunnel/run_export": "good_run", "windtunnel/qc_report": "failed_run", "tires/fleet_status": None,
           "f1/published_laps": "f1_session", "rig/kpis": "rig_day", "forecast/model_evaluation": "weather_station"}
 _STATE = """query ($keys: [AssetKeyInput!]) { assetNodes(assetKeys: $keys) {
@@ -195,7 +165,7 @@ def landed_stack(root: Path, timeout: float = 420) -> Iterator[Stack]:
             return not missing or None
 
         try:
-            wait_until(everything_landed, timeout=timeout, what="every domain's chain to run by itself")
+            wait_for(everything_landed, timeout=timeout, interval=2.0, what="every domain's chain to run by itself")
         except AssertionError:
             for log in sorted(s.logs.glob("*.log")):  # what the processes said, for whoever reads the failure
                 print(f"--- {log.name} (tail)\n{log.read_text(errors='replace')[-3000:]}")
