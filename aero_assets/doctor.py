@@ -84,6 +84,18 @@ def parent_pid(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
+def short_command(cmd: str, limit: int = 100) -> str:
+    """A command line as a person reads it: no interpreter, the program's basename ("aero broker --port 9092"),
+    so a long install path never hides which command it is."""
+    words = cmd.split()
+    while len(words) > 1 and Path(words[0]).name.startswith("python"):
+        words = words[1:]
+    if words:
+        words[0] = Path(words[0]).name
+    text = " ".join(words)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _aero_parent(pid: int) -> tuple[int, str] | None:
     """The nearest ancestor that is an `aero` command (demo, broker, stream), if any."""
     seen = 0
@@ -109,15 +121,15 @@ def check_port(port: int, role: str) -> Finding:
     cmd = cmdline(pid)
     owner = _aero_parent(pid)
     if owner is not None:
-        return Finding(OK, f"port {port} ({role})", f"held by pid {pid}, started by the running `{owner[1][:80]}` "
-                                                    f"(pid {owner[0]})")
+        return Finding(OK, f"port {port} ({role})", f"held by pid {pid}, started by the running "
+                                                    f"`{short_command(owner[1])}` (pid {owner[0]})")
     is_broker = " broker " in f" {cmd} " and "--cluster-id" in cmd
     if is_broker and "aero-" in cmd:
         return Finding(FAIL, f"port {port} ({role})",
                        f"a stale embedded broker, pid {pid}, whose `aero` parent is gone: it holds an old session's "
-                       f"topics and offsets, and `aero demo` will refuse it ({cmd[:100]})",
+                       f"topics and offsets, and `aero demo` will refuse it ({short_command(cmd)})",
                        f"kill {pid}   (or point AERO_KAFKA_BOOTSTRAP at a free port)")
-    return Finding(WARN, f"port {port} ({role})", f"held by pid {pid}: {cmd[:120]}",
+    return Finding(WARN, f"port {port} ({role})", f"held by pid {pid}: {short_command(cmd, 120)}",
                    f"stop it (kill {pid}) or choose another port")
 
 

@@ -88,3 +88,10 @@ def test_doctor_reports_a_bad_instance_file_and_low_disk(tmp_path, monkeypatch):
     assert disk.status == doctor.FAIL and "0.1 GiB free" in disk.detail
     text, code = doctor.report([bad, disk])
     assert code == 1 and text.splitlines()[-1] == "aero doctor: 2 problem(s) to fix"
+
+
+def test_a_long_install_path_does_not_hide_which_command_holds_a_port():
+    long = "/tmp/" + "x" * 90 + "/aero/.venv/bin"
+    assert doctor.short_command(f"{long}/python3 {long}/aero broker --port 9092") == "aero broker --port 9092"
+    assert doctor.short_command("/usr/bin/tansu broker --cluster-id aero-1") == "tansu broker --cluster-id aero-1"
+    assert len(doctor.short_command("a " * 200)) == 100
